@@ -1,0 +1,60 @@
+"""istio-proxy-debug: remote source-level debugging of Envoy in an Istio sidecar, as one stack."""
+
+import pulumi
+
+from components.builder import Builder, BuilderArgs
+from components.config import bazel_compilation_mode, load_config
+from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
+from components.registry import Registry, RegistryArgs
+from components.workspace import Workspace, WorkspaceArgs, WorkspaceLayout
+
+config = load_config()
+layout = WorkspaceLayout(config.work_dir)
+
+workspace = Workspace(
+    "workspace", WorkspaceArgs(layout=layout, repository=config.source_repository, tag=config.istio_version)
+)
+builder = Builder(
+    "builder",
+    BuilderArgs(
+        image=config.builder_image,
+        container_name=config.physical_name("istio-proxy-builder"),
+        network_name=config.physical_name(config.docker_network),
+        network_subnet=config.docker_network_subnet,
+        layout=layout,
+    ),
+    opts=pulumi.ResourceOptions(depends_on=[workspace]),
+)
+envoy = EnvoyBuild(
+    "envoy",
+    EnvoyBuildArgs(
+        builder_container=builder.container_name,
+        layout=layout,
+        istio_version=config.istio_version,
+        bazel_build_args=config.bazel_build_args,
+        compilation_mode=bazel_compilation_mode(config.bazel_build_args),
+        build_envoy=config.build_envoy,
+        source_commit=workspace.commit,
+    ),
+)
+registry = Registry(
+    "registry",
+    RegistryArgs(
+        container_name=config.physical_name("image-registry"),
+        port=config.registry_port,
+        data_dir=layout.registry_dir,
+        pull_host=config.registry_host,
+    ),
+    opts=pulumi.ResourceOptions(depends_on=[workspace]),
+)
+
+pulumi.export("sourceCommit", workspace.commit)
+pulumi.export("builderContainer", builder.container_name)
+pulumi.export("dockerNetwork", builder.network_name)
+pulumi.export("envoyElf", envoy.elf)
+pulumi.export("envoyElfHostPath", envoy.elf_host_path)
+pulumi.export("bazelExecroot", envoy.execroot)
+pulumi.export("bazelExecrootHostPath", envoy.execroot_host_path)
+pulumi.export("envoyBuildId", envoy.build_id)
+pulumi.export("registryPushAddress", registry.push_address)
+pulumi.export("registryPullAddress", registry.pull_address)

@@ -1,0 +1,352 @@
+"""The stack configuration: every key parsed and checked before any resource exists.
+
+`parse_config` is a pure function from the raw config strings (as the Pulumi CLI hands them to the
+program, project defaults from Pulumi.yaml already applied) to a typed `StackConfig`. Every problem is
+collected, so one `pulumi preview` names all of them at once, each with the key, the bad value and
+what is expected. `load_config` reads the raw strings through `pulumi.Config` and turns the problems
+into a `pulumi.RunError`, which the CLI prints without a stack trace.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Optional
+
+import pulumi
+
+PROJECT = "istio-proxy-debug"
+# The stack that reproduces the walkthrough: it keeps the walkthrough's container and network names.
+WALKTHROUGH_STACK = "dev"
+DEFAULT_SOURCE_REPOSITORY = "https://github.com/istio/proxy.git"
+ISTIO_PROXY_UID = 1337
+
+_VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$")
+_DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+_IMAGE_REF = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+_UNIX_USER = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
+_GIT_URL = re.compile(r"^(https?://|ssh://|git://|file://|[\w.-]+@[\w.-]+:)\S+$")
+# A StatefulSet's pods carry the label controller-revision-hash=<name>-<10 chars>, at most 63 long.
+_MAX_STATEFULSET_NAME = 52
+
+
+class ConfigError(Exception):
+    """All the problems found in one stack configuration."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            f"the stack configuration has {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    project: str
+    stack: str
+    istio_version: str
+    work_dir: str
+    source_repository: str
+    builder_image: str
+    build_envoy: bool
+    bazel_build_args: str
+    docker_network: str
+    docker_network_subnet: str
+    registry_host: str
+    registry_port: int
+    nodes: tuple[str, ...]
+    ssh_user: str
+    ssh_private_key: Optional[str] = field(repr=False)
+    namespace: str
+    workload: str
+    target_node_address: str
+    target_node_name: Optional[str]
+    mode: str
+    lldb_server_port: int
+    app_uid: int
+
+    @property
+    def istio_minor(self) -> str:
+        major, minor, _ = self.istio_version.split(".")
+        return f"{major}.{minor}"
+
+    def physical_name(self, base: str) -> str:
+        """A name for an object on a shared Docker host: the walkthrough's own for `dev`, suffixed otherwise."""
+        return base if self.stack == WALKTHROUGH_STACK else f"{base}-{self.stack}"
+
+
+def default_builder_image(istio_version: str) -> str:
+    major, minor, _ = istio_version.split(".")
+    return f"gcr.io/istio-testing/build-tools-proxy:release-{major}.{minor}-latest-amd64"
+
+
+class _Reader:
+    """Parses one raw value per key and records a problem instead of raising."""
+
+    def __init__(self, raw: Mapping[str, Optional[str]]):
+        self.raw = raw
+        self.problems: list[str] = []
+
+    def problem(self, key: str, value: object, expected: str) -> None:
+        shown = "<secret>" if key in SECRET_KEYS else json.dumps(value)
+        self.problems.append(f"{PROJECT}:{key} = {shown}: {expected}")
+
+    def text(self, key: str) -> Optional[str]:
+        value = self.raw.get(key)
+        return None if value is None or value == "" else value
+
+    def required(self, key: str, hint: str) -> Optional[str]:
+        value = self.text(key)
+        if value is None:
+            self.problems.append(f"{PROJECT}:{key} is required: {hint}")
+        return value
+
+    def checked(self, key: str, value: Optional[str], ok: Callable[[str], bool], expected: str) -> Optional[str]:
+        if value is not None and not ok(value):
+            self.problem(key, value, expected)
+            return None
+        return value
+
+    def boolean(self, key: str) -> Optional[bool]:
+        value = self.text(key)
+        if value is None:
+            self.problems.append(f"{PROJECT}:{key} is required: set it to true or false")
+            return None
+        if value in ("true", "True"):
+            return True
+        if value in ("false", "False"):
+            return False
+        self.problem(key, value, "expected true or false")
+        return None
+
+    def integer(self, key: str, low: int, high: int, what: str) -> Optional[int]:
+        value = self.text(key)
+        if value is None:
+            self.problems.append(f"{PROJECT}:{key} is required: {what}")
+            return None
+        try:
+            number = int(value, 10)
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            self.problem(key, value, f"expected {what}")
+            return None
+        return number
+
+    def string_list(self, key: str, hint: str) -> Optional[list[str]]:
+        value = self.text(key)
+        if value is None:
+            self.problems.append(f"{PROJECT}:{key} is required: {hint}")
+            return None
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError:
+            items = None
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            self.problem(key, value, f"expected a list of strings; {hint}")
+            return None
+        if not items:
+            self.problems.append(f"{PROJECT}:{key} is empty: {hint}")
+            return None
+        return items
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_host(value: str) -> bool:
+    """An IP address, or a DNS name that does not look like a mistyped IP address."""
+    if _is_ip(value):
+        return True
+    return bool(_HOSTNAME.match(value)) and not re.fullmatch(r"[\d.]+", value)
+
+
+def _is_subnet(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=True)
+        return "/" in value
+    except ValueError:
+        return False
+
+
+def _is_absolute_dir(value: str) -> bool:
+    return value.startswith("/") and posixpath.normpath(value) == value.rstrip("/") and value != "/"
+
+
+def _is_shell_words(value: str) -> bool:
+    try:
+        shlex.split(value)
+        return True
+    except ValueError:
+        return False
+
+
+def bazel_compilation_mode(bazel_build_args: str) -> str:
+    """The compilation mode (`dbg`, `opt` or `fastbuild`) the args select; the last setting wins."""
+    mode = "fastbuild"
+    words = shlex.split(bazel_build_args)
+    for i, word in enumerate(words):
+        if word in ("-c", "--compilation_mode") and i + 1 < len(words):
+            mode = words[i + 1]
+        elif word.startswith("--compilation_mode="):
+            mode = word.split("=", 1)[1]
+        elif word == "--config=debug":  # istio/proxy .bazelrc: build:debug -c dbg
+            mode = "dbg"
+        elif word == "--config=release":  # istio/proxy .bazelrc: build:release -c opt --strip=always
+            mode = "opt"
+    return mode
+
+
+SECRET_KEYS = frozenset({"sshPrivateKey"})
+KEYS = (
+    "istioVersion", "workDir", "sourceRepository", "builderImage", "buildEnvoy", "bazelBuildArgs",
+    "dockerNetwork", "dockerNetworkSubnet", "registryHost", "registryPort", "nodes", "sshUser",
+    "sshPrivateKey", "namespace", "workload", "targetNodeAddress", "targetNodeName", "mode",
+    "lldbServerPort", "appUid",
+)
+MODES = ("attach", "startup")
+PORT = "an integer port from 1 to 65535"
+
+
+def parse_config(raw: Mapping[str, Optional[str]], stack: str, project: str = PROJECT) -> StackConfig:
+    """Checks every key of `raw` (the CLI's strings, defaults applied) and returns the typed config."""
+    r = _Reader(raw)
+    for key in raw:
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1)
+            hint = f"did you mean {close[0]}?" if close else "remove it with `pulumi config rm " + key + "`"
+            r.problems.append(f"{PROJECT}:{key} is not a setting of this project: {hint}")
+
+    istio_version = r.checked(
+        "istioVersion", r.required("istioVersion", "set the Istio release to debug, e.g. 1.17.2"),
+        lambda v: bool(_VERSION.match(v)), "expected a release version x.y.z, e.g. 1.17.2",
+    )
+    work_dir = r.checked(
+        "workDir", r.required("workDir", "set an absolute folder on the developer host, e.g. /home/me/istio-testing"),
+        _is_absolute_dir, "expected an absolute, normalised folder path other than /, e.g. /home/me/istio-testing",
+    )
+    source_repository = r.checked(
+        "sourceRepository", r.text("sourceRepository") or DEFAULT_SOURCE_REPOSITORY,
+        lambda v: bool(_GIT_URL.match(v)), "expected a git URL, e.g. " + DEFAULT_SOURCE_REPOSITORY,
+    )
+    builder_image = r.text("builderImage")
+    if builder_image is None and istio_version is not None:
+        builder_image = default_builder_image(istio_version)
+    builder_image = r.checked(
+        "builderImage", builder_image, lambda v: bool(_IMAGE_REF.match(v)),
+        "expected an image reference, e.g. gcr.io/istio-testing/build-tools-proxy:release-1.17-latest-amd64",
+    )
+    build_envoy = r.boolean("buildEnvoy")
+    bazel_build_args = r.checked(
+        "bazelBuildArgs", r.raw.get("bazelBuildArgs") or "", _is_shell_words,
+        "expected bazel arguments as shell words with balanced quotes, e.g. -s --config=debug",
+    )
+    if bazel_build_args is not None and bazel_compilation_mode(bazel_build_args) != "dbg":
+        r.problem("bazelBuildArgs", bazel_build_args,
+                  "expected a debug build: keep --config=debug (or -c dbg) so the ELF has debug info")
+    docker_network = r.checked(
+        "dockerNetwork", r.required("dockerNetwork", "set a Docker network name, e.g. router"),
+        lambda v: bool(_DOCKER_NAME.match(v)), "expected a Docker network name: letters, digits, _ . -",
+    )
+    subnet = r.checked(
+        "dockerNetworkSubnet", r.required("dockerNetworkSubnet", "set a CIDR, e.g. 172.18.0.0/16"),
+        _is_subnet, "expected a network in CIDR form with no host bits set, e.g. 172.18.0.0/16",
+    )
+    registry_host = r.checked(
+        "registryHost",
+        r.required("registryHost", "set the address the nodes pull images from, e.g. 192.168.122.1"),
+        _is_host, "expected an IP address or DNS name that the nodes reach, e.g. 192.168.122.1",
+    )
+    registry_port = r.integer("registryPort", 1, 65535, PORT)
+    nodes = r.string_list("nodes", 'set the node addresses, e.g. pulumi config set --path "nodes[0]" 192.168.122.55')
+    if nodes is not None:
+        bad = [n for n in nodes if not _is_host(n)]
+        if bad:
+            r.problem("nodes", nodes, f"expected IP addresses or DNS names; not valid: {', '.join(bad)}")
+            nodes = None
+        elif len(set(nodes)) != len(nodes):
+            r.problem("nodes", nodes, "expected each node once")
+            nodes = None
+    ssh_user = r.checked("sshUser", r.required("sshUser", "set the SSH user on the nodes, e.g. root"),
+                         lambda v: bool(_UNIX_USER.match(v)), "expected a Unix user name, e.g. root")
+    ssh_private_key = r.checked(
+        "sshPrivateKey", r.text("sshPrivateKey"), lambda v: "PRIVATE KEY-----" in v,
+        "expected the contents of a PEM/OpenSSH private key: "
+        "pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519",
+    )
+    namespace = r.checked(
+        "namespace", r.required("namespace", "set the target namespace, e.g. mark"),
+        lambda v: len(v) <= 63 and bool(_DNS1123_LABEL.match(v)),
+        "expected a DNS-1123 label: at most 63 lowercase letters, digits or '-', starting and ending alphanumeric",
+    )
+    workload = r.checked(
+        "workload", r.required("workload", "set the StatefulSet name, e.g. fortio-server"),
+        lambda v: len(v) <= _MAX_STATEFULSET_NAME and bool(_DNS1035_LABEL.match(v)),
+        f"expected a DNS-1035 label of at most {_MAX_STATEFULSET_NAME} characters "
+        "(lowercase letters, digits, '-', starting with a letter)",
+    )
+    target_node_address = r.text("targetNodeAddress")
+    if target_node_address is None and nodes:
+        target_node_address = nodes[0]
+    elif target_node_address is not None and nodes is not None and target_node_address not in nodes:
+        r.problem("targetNodeAddress", target_node_address, f"expected one of nodes: {', '.join(nodes)}")
+        target_node_address = None
+    target_node_name = r.checked(
+        "targetNodeName", r.text("targetNodeName"),
+        lambda v: len(v) <= 253 and bool(_DNS1123_SUBDOMAIN.match(v)),
+        "expected a Kubernetes node name (DNS-1123 subdomain), as `kubectl get nodes` shows it",
+    )
+    mode = r.checked("mode", r.required("mode", "set attach or startup"), lambda v: v in MODES,
+                     "expected attach (debug a running Envoy) or startup (start Envoy by hand under lldb)")
+    lldb_server_port = r.integer("lldbServerPort", 1, 65535, PORT)
+    app_uid = r.integer("appUid", 1, 2**31 - 1, "an integer uid from 1 to 2147483647")
+    if app_uid == ISTIO_PROXY_UID:
+        r.problem("appUid", str(app_uid), f"expected a uid other than {ISTIO_PROXY_UID}, which is istio-proxy's own")
+        app_uid = None
+    if registry_port is not None and registry_port == lldb_server_port:
+        r.problem("lldbServerPort", str(lldb_server_port), "expected a port other than registryPort")
+
+    if r.problems:
+        raise ConfigError(r.problems)
+    return StackConfig(
+        project=project, stack=stack, istio_version=istio_version, work_dir=work_dir,
+        source_repository=source_repository, builder_image=builder_image, build_envoy=build_envoy,
+        bazel_build_args=bazel_build_args, docker_network=docker_network, docker_network_subnet=subnet,
+        registry_host=registry_host, registry_port=registry_port, nodes=tuple(nodes), ssh_user=ssh_user,
+        ssh_private_key=ssh_private_key, namespace=namespace, workload=workload,
+        target_node_address=target_node_address, target_node_name=target_node_name, mode=mode,
+        lldb_server_port=lldb_server_port, app_uid=app_uid,
+    )
+
+
+def _project_keys_set() -> list[str]:
+    """The project's keys the stack sets, to catch misspelt ones (pulumi.Config cannot list keys)."""
+    from pulumi.runtime import config as runtime_config
+
+    names = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    prefix = f"{pulumi.get_project()}:"
+    return sorted(n[len(prefix):] for n in names if n.startswith(prefix))
+
+
+def load_config() -> StackConfig:
+    """Reads and checks the stack's config; a bad value stops the program with one clear message."""
+    config = pulumi.Config()
+    raw = {key: config.get(key) for key in set(KEYS) | set(_project_keys_set())}
+    try:
+        return parse_config(raw, stack=pulumi.get_stack(), project=pulumi.get_project())
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None

@@ -1,0 +1,104 @@
+"""S3: the debug build of Envoy inside the builder, and what it produced.
+
+The build runs only when the tag, the build args or the build script change (bazel's cache under
+workDir makes a re-run incremental anyway). Its outputs — the debug ELF, the bazel execution root and
+the ELF's build-id — are read from the build itself, not from a hard-coded per-machine hash path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import local
+
+from components.scripts import script
+from components.workspace import CONTAINER_SOURCE_DIR, WorkspaceLayout
+
+# istio/proxy moved the envoy target to the top-level BUILD in 1.17 (istio/proxy#4237).
+_TOP_LEVEL_TARGET_SINCE = (1, 17)
+# A debug build of Envoy takes hours on a small machine.
+BUILD_TIMEOUT = "12h"
+
+
+def envoy_bazel_target(istio_version: str) -> str:
+    major, minor, _ = (int(p) for p in istio_version.split("."))
+    return ":envoy" if (major, minor) >= _TOP_LEVEL_TARGET_SINCE else "//src/envoy:envoy"
+
+
+def envoy_output_path(istio_version: str, compilation_mode: str) -> str:
+    """The ELF's path below bazel-out, e.g. k8-dbg/bin/envoy."""
+    target = envoy_bazel_target(istio_version)
+    package, _, binary = target.lstrip("/").rpartition(":")
+    return "/".join(p for p in (f"k8-{compilation_mode}", "bin", package, binary) if p)
+
+
+@dataclass(frozen=True)
+class EnvoyArtifact:
+    """What the build produced, as seen inside the builder (and the debugger, which has the same mounts)."""
+
+    elf: str
+    execroot: str
+    build_id: str
+
+
+def parse_build_result(stdout: str) -> EnvoyArtifact:
+    """Reads the key=value lines build-envoy.sh prints."""
+    values = dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
+    missing = {"elf", "execroot", "buildId"} - values.keys()
+    if missing:
+        raise ValueError(f"the build printed no {', '.join(sorted(missing))}: {stdout!r}")
+    return EnvoyArtifact(elf=values["elf"], execroot=values["execroot"], build_id=values["buildId"])
+
+
+@dataclass
+class EnvoyBuildArgs:
+    builder_container: pulumi.Input[str]
+    layout: WorkspaceLayout
+    istio_version: str
+    bazel_build_args: str
+    compilation_mode: str
+    build_envoy: bool
+    source_commit: pulumi.Input[str]
+
+
+class EnvoyBuild(pulumi.ComponentResource):
+    """`make build` in the builder (or, with buildEnvoy false, only the lookup of an existing ELF)."""
+
+    elf: pulumi.Output[str]
+    elf_host_path: pulumi.Output[str]
+    execroot: pulumi.Output[str]
+    execroot_host_path: pulumi.Output[str]
+    build_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: EnvoyBuildArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("istio-proxy-debug:envoy_build:EnvoyBuild", name, None, opts)
+        environment = {
+            "BUILD_ENVOY": "true" if args.build_envoy else "false",
+            "BAZEL_BUILD_ARGS": args.bazel_build_args,
+            "BAZEL_TARGET": envoy_bazel_target(args.istio_version),
+            "ENVOY_OUTPUT": envoy_output_path(args.istio_version, args.compilation_mode),
+            "WORKSPACE_DIR": CONTAINER_SOURCE_DIR,
+        }
+        passed_env = " ".join(f"--env {key}" for key in environment)
+        build = local.Command(
+            f"{name}-make",
+            create=pulumi.Output.concat("docker exec -i ", passed_env, " ", args.builder_container, " bash -s"),
+            stdin=script("build-envoy.sh"),
+            environment=environment,
+            # A new checkout (another tag) means a new build; so do other build args (they are in `environment`).
+            triggers=[args.source_commit],
+            opts=pulumi.ResourceOptions(
+                parent=self, custom_timeouts=pulumi.CustomTimeouts(create=BUILD_TIMEOUT, update=BUILD_TIMEOUT)
+            ),
+        )
+        artifact = build.stdout.apply(parse_build_result)
+        self.elf = artifact.apply(lambda a: a.elf)
+        self.execroot = artifact.apply(lambda a: a.execroot)
+        self.build_id = artifact.apply(lambda a: a.build_id)
+        self.elf_host_path = self.elf.apply(args.layout.host_path)
+        self.execroot_host_path = self.execroot.apply(args.layout.host_path)
+        self.register_outputs({
+            "elf": self.elf, "elfHostPath": self.elf_host_path, "execroot": self.execroot,
+            "execrootHostPath": self.execroot_host_path, "buildId": self.build_id,
+        })

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# S3: runs inside the builder container (fed on stdin to `docker exec -i … bash -s`). Builds Envoy with
+# debug info exactly as the walkthrough does (unless BUILD_ENVOY=false), then finds what the build made
+# through the workspace's bazel-out symlink rather than a per-machine hash path.
+# The build's own output goes to stderr (streamed to the pulumi up log); stdout carries only the result,
+# one key=value per line: elf, execroot, buildId.
+set -euo pipefail
+
+: "${BUILD_ENVOY:?}" "${BAZEL_BUILD_ARGS?}" "${BAZEL_TARGET:?}" "${ENVOY_OUTPUT:?}"
+WORKSPACE_DIR=${WORKSPACE_DIR:-/work}
+
+die() {
+  echo "build-envoy: $*" >&2
+  exit 1
+}
+
+cd "$WORKSPACE_DIR"
+if [ "$BUILD_ENVOY" = true ]; then
+  echo "make build BAZEL_BUILD_ARGS='$BAZEL_BUILD_ARGS' BAZEL_TARGETS='$BAZEL_TARGET' in $WORKSPACE_DIR" >&2
+  # stdin is this script: keep make and bazel away from it.
+  make build BAZEL_STARTUP_ARGS='' BAZEL_BUILD_ARGS="$BAZEL_BUILD_ARGS" BAZEL_TARGETS="$BAZEL_TARGET" \
+    </dev/null >&2 || die "make build failed (see the build output above)"
+fi
+
+[ -L "$WORKSPACE_DIR/bazel-out" ] ||
+  die "no Envoy build in $WORKSPACE_DIR (no bazel-out link): set buildEnvoy to true, or build it in the builder first"
+bazel_out=$(readlink -f "$WORKSPACE_DIR/bazel-out")
+[ -d "$bazel_out" ] ||
+  die "$WORKSPACE_DIR/bazel-out points to $bazel_out, which does not exist: the bazel cache folder is not the one the build used"
+elf="$bazel_out/$ENVOY_OUTPUT"
+[ -f "$elf" ] ||
+  die "the debug ELF $elf is missing: set buildEnvoy to true, or build $BAZEL_TARGET with $BAZEL_BUILD_ARGS"
+
+build_id=$(LC_ALL=C readelf -n "$elf" 2>/dev/null | awk '/Build ID:/ { print $3; exit }')
+[ -n "$build_id" ] || die "$elf has no GNU build-id note; lldb could not match a stripped copy to it"
+
+printf 'elf=%s\nexecroot=%s\nbuildId=%s\n' "$elf" "$(dirname "$bazel_out")" "$build_id"

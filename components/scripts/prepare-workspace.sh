@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# S1: prepares the workspace on the developer host. The istio/proxy tree is cloned when absent and put on
+# a branch named after the tag (as the walkthrough does: git checkout tags/T -b T); the cache and registry
+# folders are created so Docker does not create them root-owned. Nothing is ever deleted or overwritten:
+# a checkout that would lose local changes fails and leaves the tree as it was.
+# Prints the checked-out commit on stdout; everything else goes to stderr.
+set -euo pipefail
+
+: "${SOURCE_DIR:?}" "${SOURCE_REPOSITORY:?}" "${SOURCE_TAG:?}" "${CACHE_DIR:?}" "${REGISTRY_DIR:?}"
+
+die() {
+  echo "prepare-workspace: $*" >&2
+  exit 1
+}
+
+mkdir -p "$CACHE_DIR" "$REGISTRY_DIR"
+
+if [ ! -e "$SOURCE_DIR/.git" ]; then
+  if [ -e "$SOURCE_DIR" ] && [ -n "$(ls -A "$SOURCE_DIR")" ]; then
+    die "$SOURCE_DIR exists, is not empty and is not a git checkout; move it away or point workDir elsewhere"
+  fi
+  echo "cloning $SOURCE_REPOSITORY into $SOURCE_DIR" >&2
+  git clone "$SOURCE_REPOSITORY" "$SOURCE_DIR" >&2
+fi
+
+cd "$SOURCE_DIR"
+if ! git rev-parse -q --verify "refs/tags/$SOURCE_TAG^{commit}" >/dev/null; then
+  echo "fetching tag $SOURCE_TAG" >&2
+  git fetch origin "refs/tags/$SOURCE_TAG:refs/tags/$SOURCE_TAG" >&2 ||
+    die "tag $SOURCE_TAG is not in $SOURCE_REPOSITORY; check istioVersion"
+fi
+
+current=$(git symbolic-ref -q --short HEAD || true)
+if [ "$current" != "$SOURCE_TAG" ]; then
+  if git rev-parse -q --verify "refs/heads/$SOURCE_TAG" >/dev/null; then
+    switch=(git checkout "$SOURCE_TAG")
+  else
+    switch=(git checkout -b "$SOURCE_TAG" "tags/$SOURCE_TAG")
+  fi
+  echo "checking out $SOURCE_TAG (was ${current:-a detached HEAD})" >&2
+  "${switch[@]}" >&2 ||
+    die "cannot check out $SOURCE_TAG without losing local changes in $SOURCE_DIR; commit or stash them, then run pulumi up again"
+fi
+
+git rev-parse HEAD

@@ -1,0 +1,153 @@
+"""Evaluates the real `__main__.py` under Pulumi mocks, configured the way the Pulumi CLI would do it.
+
+The mocks do not read Pulumi.yaml or the stack file, so `stack_config` applies them itself: project
+defaults first, then the stack file's values, as strings (the CLI hands integers as "5000", booleans as
+"true", arrays as JSON). `evaluate` runs the program once and returns every registered resource with its
+inputs, and the stack outputs, as plain JSON-able data.
+
+One evaluation per process (the root Stack of the mocks is process-global), so tests run it in a
+subprocess: `python -m tests.mock_stack STACK [--preview] [--set key=value ...]` prints the JSON, or the
+program's configuration error on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import runpy
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# What the walkthrough's lab produced, returned by the mocks as the commands' output (see build-envoy.sh).
+WALKTHROUGH_COMMIT = "a0c7b0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7"
+WALKTHROUGH_EXECROOT = "/home/.cache/bazel/_bazel_root/1e0bb3bee2d09d2e4ad3523530d3b40c/execroot/io_istio_proxy"
+WALKTHROUGH_BUILD_ID = "5f0a7d5c3f2b1e0d9c8b7a6f5e4d3c2b1a09f8e7"
+FAKE_SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+class MissingConfig(Exception):
+    """What the CLI reports for a declared key with no default that the stack does not set."""
+
+
+def _cli_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def project_file() -> dict:
+    return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+
+
+def stack_config(stack: str, overrides: Optional[dict[str, Optional[str]]] = None) -> tuple[dict[str, str], list[str]]:
+    """The `<project>:<key>` → string map and the secret keys the CLI would pass for `stack`."""
+    project = project_file()
+    name = project["name"]
+    values: dict[str, str] = {k: _cli_string(d["default"]) for k, d in project["config"].items() if "default" in d}
+    secret_keys: list[str] = []
+    stack_file = ROOT / f"Pulumi.{stack}.yaml"
+    if stack_file.exists():
+        for key, value in (yaml.safe_load(stack_file.read_text()).get("config") or {}).items():
+            key = key.split(":", 1)[1] if key.startswith(f"{name}:") else key
+            if isinstance(value, dict) and "secure" in value:
+                value = FAKE_SECRET
+                secret_keys.append(f"{name}:{key}")
+            values[key] = _cli_string(value)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            values.pop(key, None)
+        else:
+            values[key] = value
+    missing = [k for k, d in project["config"].items() if "default" not in d and k not in values]
+    if missing:
+        raise MissingConfig(f"Stack '{stack}' is missing configuration value '{missing[0]}'")
+    return {f"{name}:{k}": v for k, v in values.items()}, secret_keys
+
+
+def _fake_outputs(typ: str, name: str, inputs: dict) -> dict:
+    """Outputs a provider would add to its inputs, fixed to the walkthrough's values."""
+    if typ == "docker:index/remoteImage:RemoteImage":
+        return {"imageId": "sha256:" + hashlib.sha256(inputs["name"].encode()).hexdigest()}
+    if typ == "command:local:Command" and name.endswith("-prepare"):
+        return {"stdout": WALKTHROUGH_COMMIT + "\n"}
+    if typ == "command:local:Command" and name.endswith("-make"):
+        elf = f"{WALKTHROUGH_EXECROOT}/bazel-out/k8-dbg/bin/envoy"
+        return {"stdout": f"elf={elf}\nexecroot={WALKTHROUGH_EXECROOT}\nbuildId={WALKTHROUGH_BUILD_ID}\n"}
+    return {}
+
+
+def _plain(value: Any) -> Any:
+    """Resource inputs as JSON data (secrets arrive wrapped in a signature envelope)."""
+    if isinstance(value, dict):
+        if "4dabf18193072939515e22adb298388d" in value and "value" in value:
+            return {"secret": _plain(value["value"])}
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def evaluate(stack: str = "dev", overrides: Optional[dict[str, Optional[str]]] = None, preview: bool = False) -> dict:
+    import pulumi
+
+    config, secret_keys = stack_config(stack, overrides)
+    resources: list[dict] = []
+
+    class RecordingMocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+            outputs = {**args.inputs, **_fake_outputs(args.typ, args.name, args.inputs)}
+            resources.append({
+                "type": args.typ, "name": args.name, "custom": bool(args.custom), "inputs": _plain(args.inputs),
+            })
+            return f"{args.name}-id", outputs
+
+        def call(self, args: pulumi.runtime.MockCallArgs):
+            return {}
+
+    pulumi.runtime.set_mocks(RecordingMocks(), project=project_file()["name"], stack=stack, preview=preview)
+    pulumi.runtime.set_all_config(config, secret_keys)
+    sys.path.insert(0, str(ROOT))
+    outputs: dict = {}
+
+    @pulumi.runtime.test
+    def run_program():
+        runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_program__")
+        exports = pulumi.runtime.get_root_resource().outputs
+        return pulumi.Output.all(**exports).apply(outputs.update)
+
+    run_program()
+    return {"resources": resources, "outputs": _plain(outputs)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stack")
+    parser.add_argument("--preview", action="store_true")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key; KEY= with no value unsets it")
+    args = parser.parse_args()
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = value if value else None
+    import pulumi
+
+    try:
+        result = evaluate(args.stack, overrides, preview=args.preview)
+    except (pulumi.RunError, MissingConfig) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    json.dump(result, sys.stdout, indent=1, sort_keys=True, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
