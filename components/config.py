@@ -97,6 +97,7 @@ class _Reader:
         self.problems: list[str] = []
 
     def problem(self, key: str, value: object, expected: str) -> None:
+        """Strings are shown quoted; lists (array keys) in their JSON form."""
         shown = "<secret>" if key in SECRET_KEYS else json.dumps(value)
         self.problems.append(f"{PROJECT}:{key} = {shown}: {expected}")
 
@@ -152,10 +153,10 @@ class _Reader:
         except json.JSONDecodeError:
             items = None
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            self.problem(key, value, f"expected a list of strings; {hint}")
+            self.problems.append(f"{PROJECT}:{key} = {value}: expected a list of strings; {hint}")
             return None
         if not items:
-            self.problems.append(f"{PROJECT}:{key} is empty: {hint}")
+            self.problem(key, items, f"expected at least one; {hint}")
             return None
         return items
 

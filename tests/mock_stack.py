@@ -103,7 +103,9 @@ def evaluate(stack: str = "dev", overrides: Optional[dict[str, Optional[str]]] =
 
     class RecordingMocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-            outputs = {**args.inputs, **_fake_outputs(args.typ, args.name, args.inputs)}
+            # In a preview of a new stack nothing has run yet: provider-computed outputs stay unknown.
+            computed = {} if preview else _fake_outputs(args.typ, args.name, args.inputs)
+            outputs = {**args.inputs, **computed}
             resources.append({
                 "type": args.typ, "name": args.name, "custom": bool(args.custom), "inputs": _plain(args.inputs),
             })
@@ -117,13 +119,30 @@ def evaluate(stack: str = "dev", overrides: Optional[dict[str, Optional[str]]] =
     sys.path.insert(0, str(ROOT))
     outputs: dict = {}
 
+    options: dict[str, dict] = {}
+
+    def record_options(args: pulumi.ResourceTransformationArgs) -> None:
+        """Resource options never reach the mocks: a (client-side) stack transformation sees them."""
+        opts = args.opts
+        timeouts = opts.custom_timeouts
+        options[args.name] = {
+            "parent": opts.parent._name if opts.parent is not None else None,
+            "deleteBeforeReplace": bool(opts.delete_before_replace),
+            "retainOnDelete": bool(opts.retain_on_delete),
+            "dependsOn": sorted(d._name for d in (opts.depends_on or [])),
+            "customTimeouts": {"create": timeouts.create, "update": timeouts.update} if timeouts else None,
+        }
+
     @pulumi.runtime.test
     def run_program():
+        pulumi.runtime.register_stack_transformation(record_options)
         runpy.run_path(str(ROOT / "__main__.py"), run_name="__pulumi_program__")
         exports = pulumi.runtime.get_root_resource().outputs
         return pulumi.Output.all(**exports).apply(outputs.update)
 
     run_program()
+    for resource in resources:
+        resource["options"] = options.get(resource["name"], {})
     return {"resources": resources, "outputs": _plain(outputs)}
 
 

@@ -1,0 +1,155 @@
+"""Config validation: each bad value gets one message naming the key, the value and what is expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.config import ConfigError, StackConfig, bazel_compilation_mode, parse_config
+from tests.conftest import run_harness
+from tests.mock_stack import stack_config
+
+
+def raw_dev(**overrides: str | None) -> dict[str, str | None]:
+    """The dev stack's raw strings (Pulumi.yaml defaults + Pulumi.dev.yaml), with overrides."""
+    config, _ = stack_config("dev")
+    raw: dict[str, str | None] = {k.split(":", 1)[1]: v for k, v in config.items()}
+    raw.update(overrides)
+    return raw
+
+
+def problems(**overrides: str | None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw_dev(**overrides), stack="dev")
+    return caught.value.problems
+
+
+def test_dev_stack_parses_to_the_walkthrough_lab():
+    config = parse_config(raw_dev(), stack="dev")
+    assert config == StackConfig(
+        project="istio-proxy-debug", stack="dev", istio_version="1.17.2", work_dir="/home/labile/istio-testing",
+        source_repository="https://github.com/istio/proxy.git",
+        builder_image="gcr.io/istio-testing/build-tools-proxy:release-1.17-latest-amd64", build_envoy=True,
+        bazel_build_args="-s --explain=explain.txt --config=debug", docker_network="router",
+        docker_network_subnet="172.18.0.0/16", registry_host="192.168.122.1", registry_port=5000,
+        nodes=("192.168.122.55",), ssh_user="root", ssh_private_key=None, namespace="mark",
+        workload="fortio-server", target_node_address="192.168.122.55", target_node_name=None, mode="attach",
+        lldb_server_port=2159, app_uid=1000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("registryHost", "192.168.122.300", "expected an IP address or DNS name"),
+        ("registryHost", "not a host", "expected an IP address or DNS name"),
+        ("dockerNetworkSubnet", "172.18.0.0/33", "CIDR"),
+        ("dockerNetworkSubnet", "172.18.0.1/16", "no host bits set"),
+        ("dockerNetworkSubnet", "172.18.0.0", "CIDR"),
+        ("registryPort", "0", "port from 1 to 65535"),
+        ("registryPort", "65536", "port from 1 to 65535"),
+        ("registryPort", "five", "port from 1 to 65535"),
+        ("lldbServerPort", "-1", "port from 1 to 65535"),
+        ("mode", "debug", "expected attach"),
+        ("istioVersion", "1.17", "x.y.z"),
+        ("istioVersion", "v1.17.2", "x.y.z"),
+        ("workDir", "istio-testing", "absolute"),
+        ("workDir", "/home/labile/../istio-testing", "normalised"),
+        ("workDir", "/", "other than /"),
+        ("nodes", "[]", "expected at least one"),
+        ("nodes", '"192.168.122.55"', "list of strings"),
+        ("nodes", '["192.168.122.55", "192.168.122.55"]', "each node once"),
+        ("nodes", '["192.168.122.555"]', "not valid: 192.168.122.555"),
+        ("targetNodeAddress", "192.168.122.56", "expected one of nodes: 192.168.122.55"),
+        ("namespace", "Mark", "DNS-1123 label"),
+        ("namespace", "mark_1", "DNS-1123 label"),
+        ("namespace", "a" * 64, "DNS-1123 label"),
+        ("workload", "1fortio", "DNS-1035 label"),
+        ("workload", "f" * 53, "at most 52"),
+        ("targetNodeName", "Node_1", "DNS-1123 subdomain"),
+        ("buildEnvoy", "yes", "true or false"),
+        ("bazelBuildArgs", "-s --config=debug '", "balanced quotes"),
+        ("bazelBuildArgs", "-s --config=release", "debug build"),
+        ("bazelBuildArgs", "--config=debug -c opt", "debug build"),
+        ("appUid", "1337", "other than 1337"),
+        ("appUid", "0", "uid from 1"),
+        ("sshUser", "Root User", "Unix user name"),
+        ("builderImage", "Not An Image", "image reference"),
+        ("sourceRepository", "github.com/istio/proxy", "git URL"),
+        ("dockerNetwork", "-router", "Docker network name"),
+    ],
+)
+def test_each_bad_value_gets_one_message_naming_key_value_and_expectation(key, value, expected):
+    found = problems(**{key: value})
+    assert len(found) == 1, found
+    assert found[0].startswith(f"istio-proxy-debug:{key} = ")
+    assert value in found[0]
+    assert expected in found[0]
+
+
+@pytest.mark.parametrize("key", ["workDir", "registryHost", "nodes", "mode", "registryPort", "buildEnvoy"])
+def test_missing_required_key_says_how_to_set_it(key):
+    found = problems(**{key: None})
+    assert found == [f"istio-proxy-debug:{key} is required: " + found[0].split("is required: ", 1)[1]]
+    assert found[0].split("is required: ", 1)[1]
+
+
+def test_misspelt_key_is_caught_with_a_suggestion():
+    assert problems(registryprot="5000") == [
+        "istio-proxy-debug:registryprot is not a setting of this project: did you mean registryPort?"
+    ]
+
+
+def test_all_problems_are_reported_at_once():
+    found = problems(registryPort="0", mode="x", namespace="X")
+    assert [p.split(" ", 1)[0] for p in found] == [
+        "istio-proxy-debug:registryPort", "istio-proxy-debug:namespace", "istio-proxy-debug:mode",
+    ]
+
+
+def test_secret_value_is_never_echoed():
+    (found,) = problems(sshPrivateKey="hunter2-not-a-key")
+    assert "hunter2" not in found
+    assert "<secret>" in found
+
+
+def test_a_valid_private_key_is_accepted_and_kept_out_of_repr():
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
+    config = parse_config(raw_dev(sshPrivateKey=key), stack="dev")
+    assert config.ssh_private_key == key
+    assert "abc" not in repr(config)
+
+
+def test_derived_defaults_follow_their_sources():
+    config = parse_config(raw_dev(istioVersion="1.18.3", nodes='["10.0.0.7", "10.0.0.8"]',
+                                  targetNodeAddress=""), stack="dev")
+    assert config.builder_image == "gcr.io/istio-testing/build-tools-proxy:release-1.18-latest-amd64"
+    assert config.target_node_address == "10.0.0.7"
+
+
+def test_registry_and_lldb_ports_must_differ():
+    assert problems(lldbServerPort="5000") == [
+        'istio-proxy-debug:lldbServerPort = "5000": expected a port other than registryPort'
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "mode"),
+    [
+        ("-s --explain=explain.txt --config=debug", "dbg"),
+        ("-c dbg", "dbg"),
+        ("--compilation_mode=opt", "opt"),
+        ("--config=debug -c opt", "opt"),
+        ("-c opt --config=debug", "dbg"),
+        ("", "fastbuild"),
+    ],
+)
+def test_bazel_compilation_mode_takes_the_last_setting(args, mode):
+    assert bazel_compilation_mode(args) == mode
+
+
+def test_the_program_stops_with_the_message_and_no_stack_trace():
+    done = run_harness("dev", "registryPort=99999", "namespace=Bad_Name")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert 'istio-proxy-debug:registryPort = "99999": expected an integer port from 1 to 65535' in done.stderr
+    assert 'istio-proxy-debug:namespace = "Bad_Name": expected a DNS-1123 label' in done.stderr
