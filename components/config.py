@@ -15,8 +15,8 @@ import json
 import posixpath
 import re
 import shlex
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
 
 import pulumi
 
@@ -30,9 +30,13 @@ _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$")
+_HOSTNAME_LABEL = r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_HOSTNAME_LABEL}(\.{_HOSTNAME_LABEL})*$")
 _DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-_IMAGE_REF = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$")
+_IMAGE_PATH_PART = r"[a-z0-9]+([._-][a-z0-9]+)*"
+_IMAGE_REF = re.compile(
+    rf"^{_IMAGE_PATH_PART}(:[0-9]+)?(/{_IMAGE_PATH_PART})*(:[\w][\w.-]{{0,127}})?(@sha256:[0-9a-f]{{64}})?$"
+)
 _UNIX_USER = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
 _GIT_URL = re.compile(r"^(https?://|ssh://|git://|file://|[\w.-]+@[\w.-]+:)\S+$")
 # A StatefulSet's pods carry the label controller-revision-hash=<name>-<10 chars>, at most 63 long.
@@ -65,11 +69,11 @@ class StackConfig:
     registry_port: int
     nodes: tuple[str, ...]
     ssh_user: str
-    ssh_private_key: Optional[str] = field(repr=False)
+    ssh_private_key: str | None = field(repr=False)
     namespace: str
     workload: str
     target_node_address: str
-    target_node_name: Optional[str]
+    target_node_name: str | None
     mode: str
     lldb_server_port: int
     app_uid: int
@@ -92,7 +96,7 @@ def default_builder_image(istio_version: str) -> str:
 class _Reader:
     """Parses one raw value per key and records a problem instead of raising."""
 
-    def __init__(self, raw: Mapping[str, Optional[str]]):
+    def __init__(self, raw: Mapping[str, str | None]):
         self.raw = raw
         self.problems: list[str] = []
 
@@ -101,23 +105,23 @@ class _Reader:
         shown = "<secret>" if key in SECRET_KEYS else json.dumps(value)
         self.problems.append(f"{PROJECT}:{key} = {shown}: {expected}")
 
-    def text(self, key: str) -> Optional[str]:
+    def text(self, key: str) -> str | None:
         value = self.raw.get(key)
         return None if value is None or value == "" else value
 
-    def required(self, key: str, hint: str) -> Optional[str]:
+    def required(self, key: str, hint: str) -> str | None:
         value = self.text(key)
         if value is None:
             self.problems.append(f"{PROJECT}:{key} is required: {hint}")
         return value
 
-    def checked(self, key: str, value: Optional[str], ok: Callable[[str], bool], expected: str) -> Optional[str]:
+    def checked(self, key: str, value: str | None, ok: Callable[[str], bool], expected: str) -> str | None:
         if value is not None and not ok(value):
             self.problem(key, value, expected)
             return None
         return value
 
-    def boolean(self, key: str) -> Optional[bool]:
+    def boolean(self, key: str) -> bool | None:
         value = self.text(key)
         if value is None:
             self.problems.append(f"{PROJECT}:{key} is required: set it to true or false")
@@ -129,7 +133,7 @@ class _Reader:
         self.problem(key, value, "expected true or false")
         return None
 
-    def integer(self, key: str, low: int, high: int, what: str) -> Optional[int]:
+    def integer(self, key: str, low: int, high: int, what: str) -> int | None:
         value = self.text(key)
         if value is None:
             self.problems.append(f"{PROJECT}:{key} is required: {what}")
@@ -143,7 +147,7 @@ class _Reader:
             return None
         return number
 
-    def string_list(self, key: str, hint: str) -> Optional[list[str]]:
+    def string_list(self, key: str, hint: str) -> list[str] | None:
         value = self.text(key)
         if value is None:
             self.problems.append(f"{PROJECT}:{key} is required: {hint}")
@@ -223,7 +227,7 @@ MODES = ("attach", "startup")
 PORT = "an integer port from 1 to 65535"
 
 
-def parse_config(raw: Mapping[str, Optional[str]], stack: str, project: str = PROJECT) -> StackConfig:
+def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJECT) -> StackConfig:
     """Checks every key of `raw` (the CLI's strings, defaults applied) and returns the typed config."""
     r = _Reader(raw)
     for key in raw:

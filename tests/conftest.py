@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -41,7 +41,7 @@ def run_harness(stack: str, *sets: str, preview: bool = False) -> subprocess.Com
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
-@lru_cache(maxsize=None)
+@cache
 def evaluate(stack: str, *sets: str, preview: bool = False) -> dict:
     """The program's resources and outputs for `stack` (with `key=value` overrides), under mocks."""
     done = run_harness(stack, *sets, preview=preview)

@@ -18,7 +18,7 @@ import json
 import runpy
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
@@ -47,7 +47,7 @@ def project_file() -> dict:
     return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
 
 
-def stack_config(stack: str, overrides: Optional[dict[str, Optional[str]]] = None) -> tuple[dict[str, str], list[str]]:
+def stack_config(stack: str, overrides: dict[str, str | None] | None = None) -> tuple[dict[str, str], list[str]]:
     """The `<project>:<key>` → string map and the secret keys the CLI would pass for `stack`."""
     project = project_file()
     name = project["name"]
@@ -95,7 +95,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def evaluate(stack: str = "dev", overrides: Optional[dict[str, Optional[str]]] = None, preview: bool = False) -> dict:
+def evaluate(stack: str = "dev", overrides: dict[str, str | None] | None = None, preview: bool = False) -> dict:
     import pulumi
 
     config, secret_keys = stack_config(stack, overrides)

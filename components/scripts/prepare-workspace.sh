@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # S1: prepares the workspace on the developer host. The istio/proxy tree is cloned when absent and put on
-# a branch named after the tag (as the walkthrough does: git checkout tags/T -b T); the cache and registry
+# a branch named after the tag (as the walkthrough's git checkout tags/T -b T does); the cache and registry
 # folders are created so Docker does not create them root-owned. Nothing is ever deleted or overwritten:
 # a checkout that would lose local changes fails and leaves the tree as it was.
 # Prints the checked-out commit on stdout; everything else goes to stderr.
@@ -30,12 +30,13 @@ if ! git rev-parse -q --verify "refs/tags/$SOURCE_TAG^{commit}" >/dev/null; then
     die "tag $SOURCE_TAG is not in $SOURCE_REPOSITORY; check istioVersion"
 fi
 
-current=$(git symbolic-ref -q --short HEAD || true)
-if [ "$current" != "$SOURCE_TAG" ]; then
+# The branch has the tag's name, so compare full refs: a short name would be ambiguous.
+current=$(git symbolic-ref -q HEAD || true)
+if [ "$current" != "refs/heads/$SOURCE_TAG" ]; then
   if git rev-parse -q --verify "refs/heads/$SOURCE_TAG" >/dev/null; then
-    switch=(git checkout "$SOURCE_TAG")
+    switch=(git switch "$SOURCE_TAG")
   else
-    switch=(git checkout -b "$SOURCE_TAG" "tags/$SOURCE_TAG")
+    switch=(git switch -c "$SOURCE_TAG" "refs/tags/$SOURCE_TAG")
   fi
   echo "checking out $SOURCE_TAG (was ${current:-a detached HEAD})" >&2
   "${switch[@]}" >&2 ||
