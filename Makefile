@@ -1,0 +1,67 @@
+# istio-proxy-debug: `make up` to bring the stack up, `make test` to test the program.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+STACK ?= dev
+PULUMI_VERSION ?= 3.272.0
+# A local file backend: no Pulumi account needed. State lives outside the checkout, so a fresh clone
+# finds the stacks again.
+export PULUMI_BACKEND_URL ?= file://$(HOME)/.pulumi-istio-proxy-debug
+PULUMI := $(shell command -v pulumi 2>/dev/null || echo $(HOME)/.pulumi/bin/pulumi)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+# Debian packages the tests drive for real: tool:package.
+TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd shellcheck:shellcheck \
+	ip:iproute2 unshare:util-linux nsenter:util-linux git:git readelf:binutils cc:gcc
+
+.PHONY: help up preview destroy test lint bench deps system-deps pulumi-cli stack-select
+
+help:
+	@echo "make up       venv, dependencies, file backend, the '$(STACK)' stack, then pulumi up"
+	@echo "make test     install what the tests need (Debian and PyPI packages), then run them"
+	@echo "make preview  pulumi preview --diff of the selected stack     (STACK=name to choose)"
+	@echo "make destroy  pulumi destroy (keeps the source, the bazel cache and the registry data)"
+	@echo "make lint     ruff;  make bench  the benchmarks under bench/"
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	touch $@
+
+deps: $(VENV)/.installed
+
+system-deps:
+	@missing=$$(for pair in $(TEST_TOOLS); do command -v "$${pair%%:*}" >/dev/null || echo "$${pair#*:}"; done | sort -u); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: system-deps deps
+	$(VENV)/bin/python -m pytest -q
+
+lint: deps
+	$(VENV)/bin/ruff check .
+
+bench: deps
+	$(VENV)/bin/python bench/evaluate.py
+
+pulumi-cli:
+	@[ -x "$(PULUMI)" ] || { echo "installing the Pulumi CLI $(PULUMI_VERSION) into ~/.pulumi"; \
+		curl -fsSL https://get.pulumi.com | sh -s -- --version $(PULUMI_VERSION) --no-edit-path; }
+
+stack-select: deps pulumi-cli
+	@$(PULUMI) stack select $(STACK) 2>/dev/null || \
+		$(PULUMI) stack init $(STACK) --secrets-provider passphrase
+
+up: stack-select
+	$(PULUMI) up --stack $(STACK)
+
+preview: stack-select
+	$(PULUMI) preview --diff --stack $(STACK)
+
+destroy: stack-select
+	$(PULUMI) destroy --stack $(STACK)
