@@ -3,7 +3,7 @@
 import pulumi
 
 from components.builder import Builder, BuilderArgs
-from components.config import bazel_compilation_mode, load_config
+from components.config import load_config
 from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
 from components.registry import Registry, RegistryArgs
 from components.workspace import Workspace, WorkspaceArgs, WorkspaceLayout
@@ -32,7 +32,7 @@ envoy = EnvoyBuild(
         layout=layout,
         istio_version=config.istio_version,
         bazel_build_args=config.bazel_build_args,
-        compilation_mode=bazel_compilation_mode(config.bazel_build_args),
+        compilation_mode=config.compilation_mode,
         build_envoy=config.build_envoy,
         source_commit=workspace.commit,
     ),

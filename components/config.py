@@ -83,6 +83,10 @@ class StackConfig:
         major, minor, _ = self.istio_version.split(".")
         return f"{major}.{minor}"
 
+    @property
+    def compilation_mode(self) -> str:
+        return bazel_compilation_mode(self.bazel_build_args)
+
     def physical_name(self, base: str) -> str:
         """A name for an object on a shared Docker host: the walkthrough's own for `dev`, suffixed otherwise."""
         return base if self.stack == WALKTHROUGH_STACK else f"{base}-{self.stack}"
