@@ -169,12 +169,22 @@ class _Reader:
         return items
 
 
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return False
+def _parses(parse: Callable[[str], object]) -> Callable[[str], bool]:
+    """A check that `parse` accepts the value (raises no ValueError)."""
+
+    def check(value: str) -> bool:
+        try:
+            parse(value)
+            return True
+        except ValueError:
+            return False
+
+    return check
+
+
+_is_ip = _parses(ipaddress.ip_address)
+_is_shell_words = _parses(shlex.split)
+_is_network = _parses(lambda v: ipaddress.ip_network(v, strict=True))
 
 
 def _is_host(value: str) -> bool:
@@ -185,23 +195,11 @@ def _is_host(value: str) -> bool:
 
 
 def _is_subnet(value: str) -> bool:
-    try:
-        ipaddress.ip_network(value, strict=True)
-        return "/" in value
-    except ValueError:
-        return False
+    return "/" in value and _is_network(value)
 
 
 def _is_absolute_dir(value: str) -> bool:
     return value.startswith("/") and posixpath.normpath(value) == value.rstrip("/") and value != "/"
-
-
-def _is_shell_words(value: str) -> bool:
-    try:
-        shlex.split(value)
-        return True
-    except ValueError:
-        return False
 
 
 def bazel_compilation_mode(bazel_build_args: str) -> str:
