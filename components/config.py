@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import pulumi
 
+from components.debug_ports import GDBSERVER_PORT_COUNT, DebuggerPorts
+
 PROJECT = "istio-proxy-debug"
 # The stack that reproduces the walkthrough: it keeps the walkthrough's container and network names.
 WALKTHROUGH_STACK = "dev"
@@ -82,6 +84,10 @@ class StackConfig:
     def istio_minor(self) -> str:
         major, minor, _ = self.istio_version.split(".")
         return f"{major}.{minor}"
+
+    @property
+    def debugger_ports(self) -> DebuggerPorts:
+        return DebuggerPorts(self.lldb_server_port)
 
     @property
     def compilation_mode(self) -> str:
@@ -319,13 +325,20 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
     )
     mode = r.checked("mode", r.required("mode", "set attach or startup"), lambda v: v in MODES,
                      "expected attach (debug a running Envoy) or startup (start Envoy by hand under lldb)")
-    lldb_server_port = r.integer("lldbServerPort", 1, 65535, PORT)
+    lldb_server_port = r.integer(
+        "lldbServerPort", 1, 65535 - GDBSERVER_PORT_COUNT,
+        f"an integer port from 1 to {65535 - GDBSERVER_PORT_COUNT} (the {GDBSERVER_PORT_COUNT} ports after it "
+        "are lldb-server's gdbserver ports)",
+    )
     app_uid = r.integer("appUid", 1, 2**31 - 1, "an integer uid from 1 to 2147483647")
     if app_uid == ISTIO_PROXY_UID:
         r.problem("appUid", str(app_uid), f"expected a uid other than {ISTIO_PROXY_UID}, which is istio-proxy's own")
         app_uid = None
-    if registry_port is not None and registry_port == lldb_server_port:
-        r.problem("lldbServerPort", str(lldb_server_port), "expected a port other than registryPort")
+    if registry_port is not None and lldb_server_port is not None:
+        debugger = DebuggerPorts(lldb_server_port).all
+        if registry_port in debugger:
+            r.problem("lldbServerPort", str(lldb_server_port),
+                      f"expected the debugger ports {debugger[0]}-{debugger[-1]} not to include registryPort")
 
     if r.problems:
         raise ConfigError(r.problems)

@@ -48,7 +48,8 @@ def test_dev_stack_parses_to_the_walkthrough_lab():
         ("registryPort", "0", "port from 1 to 65535"),
         ("registryPort", "65536", "port from 1 to 65535"),
         ("registryPort", "five", "port from 1 to 65535"),
-        ("lldbServerPort", "-1", "port from 1 to 65535"),
+        ("lldbServerPort", "-1", "port from 1 to 65531"),
+        ("lldbServerPort", "65532", "port from 1 to 65531"),
         ("mode", "debug", "expected attach"),
         ("istioVersion", "1.17", "x.y.z"),
         ("istioVersion", "v1.17.2", "x.y.z"),
@@ -126,10 +127,18 @@ def test_derived_defaults_follow_their_sources():
     assert config.target_node_address == "10.0.0.7"
 
 
-def test_registry_and_lldb_ports_must_differ():
-    assert problems(lldbServerPort="5000") == [
-        'istio-proxy-debug:lldbServerPort = "5000": expected a port other than registryPort'
-    ]
+@pytest.mark.parametrize("lldb_port", ["5000", "4996"])
+def test_the_debugger_ports_must_not_include_the_registry_port(lldb_port):
+    (found,) = problems(lldbServerPort=lldb_port)
+    assert found.startswith(f'istio-proxy-debug:lldbServerPort = "{lldb_port}": expected the debugger ports')
+    assert "not to include registryPort" in found
+
+
+def test_the_debugger_ports_are_the_platform_port_and_the_next_four():
+    ports = parse_config(raw_dev(), stack="dev").debugger_ports
+    assert ports.all == (2159, 2160, 2161, 2162, 2163)
+    assert ports.lldb_server_args(14) == ["--min-gdbserver-port", "2160", "--max-gdbserver-port", "2164"]
+    assert ports.lldb_server_args(20) == ["--gdbserver-port", "2160"]
 
 
 @pytest.mark.parametrize(
