@@ -73,6 +73,7 @@ class StackConfig:
     ssh_user: str
     ssh_private_key: str | None = field(repr=False)
     namespace: str
+    create_namespace: bool
     workload: str
     target_node_address: str
     target_node_name: str | None
@@ -229,7 +230,7 @@ KEYS = (
     "istioVersion", "workDir", "sourceRepository", "builderImage", "buildEnvoy", "bazelBuildArgs",
     "dockerNetwork", "dockerNetworkSubnet", "registryHost", "registryPort", "nodes", "sshUser",
     "sshPrivateKey", "namespace", "workload", "targetNodeAddress", "targetNodeName", "mode",
-    "lldbServerPort", "appUid",
+    "lldbServerPort", "appUid", "createNamespace",
 )
 MODES = ("attach", "startup")
 PORT = "an integer port from 1 to 65535"
@@ -306,6 +307,7 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         lambda v: len(v) <= 63 and bool(_DNS1123_LABEL.match(v)),
         "expected a DNS-1123 label: at most 63 lowercase letters, digits or '-', starting and ending alphanumeric",
     )
+    create_namespace = r.boolean("createNamespace")
     workload = r.checked(
         "workload", r.required("workload", "set the StatefulSet name, e.g. fortio-server"),
         lambda v: len(v) <= _MAX_STATEFULSET_NAME and bool(_DNS1035_LABEL.match(v)),
@@ -347,7 +349,8 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         source_repository=source_repository, builder_image=builder_image, build_envoy=build_envoy,
         bazel_build_args=bazel_build_args, docker_network=docker_network, docker_network_subnet=subnet,
         registry_host=registry_host, registry_port=registry_port, nodes=tuple(nodes), ssh_user=ssh_user,
-        ssh_private_key=ssh_private_key, namespace=namespace, workload=workload,
+        ssh_private_key=ssh_private_key, namespace=namespace, create_namespace=create_namespace,
+        workload=workload,
         target_node_address=target_node_address, target_node_name=target_node_name, mode=mode,
         lldb_server_port=lldb_server_port, app_uid=app_uid,
     )

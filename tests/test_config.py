@@ -31,7 +31,7 @@ def test_dev_stack_parses_to_the_walkthrough_lab():
         builder_image="gcr.io/istio-testing/build-tools-proxy:release-1.17-latest-amd64", build_envoy=True,
         bazel_build_args="-s --explain=explain.txt --config=debug", docker_network="router",
         docker_network_subnet="172.18.0.0/16", registry_host="192.168.122.1", registry_port=5000,
-        nodes=("192.168.122.55",), ssh_user="root", ssh_private_key=None, namespace="mark",
+        nodes=("192.168.122.55",), ssh_user="root", ssh_private_key=None, namespace="mark", create_namespace=True,
         workload="fortio-server", target_node_address="192.168.122.55", target_node_name=None, mode="attach",
         lldb_server_port=2159, app_uid=1000,
     )
