@@ -4,6 +4,8 @@ import pulumi
 
 from components.builder import Builder, BuilderArgs
 from components.config import load_config
+from components.debug_image import DebugImage, DebugImageArgs
+from components.debugger import Debugger, DebuggerArgs
 from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
 from components.registry import Registry, RegistryArgs
 from components.workspace import Workspace, WorkspaceArgs, WorkspaceLayout
@@ -47,6 +49,27 @@ registry = Registry(
     ),
     opts=pulumi.ResourceOptions(depends_on=[workspace]),
 )
+debug_image = DebugImage(
+    "debug-image",
+    DebugImageArgs(
+        builder_container=builder.container_name,
+        layout=layout,
+        elf=envoy.elf,
+        build_id=envoy.build_id,
+        istio_version=config.istio_version,
+        strip=config.strip_target_binary,
+        push_address=registry.push_address,
+        pull_address=registry.pull_address,
+    ),
+)
+debugger = Debugger(
+    "debugger",
+    DebuggerArgs(
+        container_name=config.physical_name("lldb-vscode-server"),
+        network_name=builder.network_name,
+        layout=layout,
+    ),
+)
 
 pulumi.export("sourceCommit", workspace.commit)
 pulumi.export("builderContainer", builder.container_name)
@@ -58,3 +81,9 @@ pulumi.export("bazelExecrootHostPath", envoy.execroot_host_path)
 pulumi.export("envoyBuildId", envoy.build_id)
 pulumi.export("registryPushAddress", registry.push_address)
 pulumi.export("registryPullAddress", registry.pull_address)
+pulumi.export("debugImage", debug_image.pull_reference)
+pulumi.export("debugImagePushed", debug_image.pushed_reference)
+pulumi.export("debugImageEnvoyBytes", debug_image.shipped_envoy_bytes)
+pulumi.export("debuggerContainer", debugger.container_name)
+pulumi.export("debuggerAttachConfig", debugger.attach_config)
+pulumi.export("debuggerAttachConfigPath", debugger.attach_config_path)

@@ -65,6 +65,7 @@ class StackConfig:
     builder_image: str
     build_envoy: bool
     bazel_build_args: str
+    strip_target_binary: bool
     docker_network: str
     docker_network_subnet: str
     registry_host: str
@@ -228,7 +229,7 @@ def bazel_compilation_mode(bazel_build_args: str) -> str:
 SECRET_KEYS = frozenset({"sshPrivateKey"})
 KEYS = (
     "istioVersion", "workDir", "sourceRepository", "builderImage", "buildEnvoy", "bazelBuildArgs",
-    "dockerNetwork", "dockerNetworkSubnet", "registryHost", "registryPort", "nodes", "sshUser",
+    "stripTargetBinary", "dockerNetwork", "dockerNetworkSubnet", "registryHost", "registryPort", "nodes", "sshUser",
     "sshPrivateKey", "namespace", "workload", "targetNodeAddress", "targetNodeName", "mode",
     "lldbServerPort", "appUid", "createNamespace",
 )
@@ -272,6 +273,7 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
     if bazel_build_args is not None and bazel_compilation_mode(bazel_build_args) != "dbg":
         r.problem("bazelBuildArgs", bazel_build_args,
                   "expected a debug build: keep --config=debug (or -c dbg) so the ELF has debug info")
+    strip_target_binary = r.boolean("stripTargetBinary")
     docker_network = r.checked(
         "dockerNetwork", r.required("dockerNetwork", "set a Docker network name, e.g. router"),
         lambda v: bool(_DOCKER_NAME.match(v)), "expected a Docker network name: letters, digits, _ . -",
@@ -347,7 +349,8 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
     return StackConfig(
         project=project, stack=stack, istio_version=istio_version, work_dir=work_dir,
         source_repository=source_repository, builder_image=builder_image, build_envoy=build_envoy,
-        bazel_build_args=bazel_build_args, docker_network=docker_network, docker_network_subnet=subnet,
+        bazel_build_args=bazel_build_args, strip_target_binary=strip_target_binary,
+        docker_network=docker_network, docker_network_subnet=subnet,
         registry_host=registry_host, registry_port=registry_port, nodes=tuple(nodes), ssh_user=ssh_user,
         ssh_private_key=ssh_private_key, namespace=namespace, create_namespace=create_namespace,
         workload=workload,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import local
 
-from components.scripts import script
+from components.scripts import key_values, script
 from components.workspace import CONTAINER_SOURCE_DIR, WorkspaceLayout
 
 # istio/proxy moved the envoy target to the top-level BUILD in 1.17 (istio/proxy#4237).
@@ -44,10 +44,7 @@ class EnvoyArtifact:
 
 def parse_build_result(stdout: str) -> EnvoyArtifact:
     """Reads the key=value lines build-envoy.sh prints."""
-    values = dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
-    missing = {"elf", "execroot", "buildId"} - values.keys()
-    if missing:
-        raise ValueError(f"the build printed no {', '.join(sorted(missing))}: {stdout!r}")
+    values = key_values(stdout, {"elf", "execroot", "buildId"})
     return EnvoyArtifact(elf=values["elf"], execroot=values["execroot"], build_id=values["buildId"])
 
 

@@ -1,13 +1,27 @@
-"""The shell scripts the components run, read from `components/scripts/`.
+"""The files the components hand to their commands: shell scripts and Dockerfiles.
 
-Each script is passed to its command as text (not as a path), so a change to a script shows in the
-preview diff and re-runs the command, and no machine-specific path reaches a resource input.
+Each is passed as text (not as a path), so a change to it shows in the preview diff and re-runs the
+command, and no machine-specific path reaches a resource input.
 """
 
 from pathlib import Path
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
+DOCKERFILES_DIR = Path(__file__).parent / "docker"
 
 
 def script(name: str) -> str:
     return (SCRIPTS_DIR / name).read_text()
+
+
+def dockerfile(name: str) -> str:
+    return (DOCKERFILES_DIR / name).read_text()
+
+
+def key_values(stdout: str, required: set[str]) -> dict[str, str]:
+    """Reads the `key=value` lines a script prints as its result; a missing key is an error."""
+    values = dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
+    missing = required - values.keys()
+    if missing:
+        raise ValueError(f"the script printed no {', '.join(sorted(missing))}: {stdout!r}")
+    return values

@@ -1,0 +1,8 @@
+# The debugger container (S9): the lldb client and clangd beside the sources, for VS Code to attach to.
+# CodeLLDB brings its own lldb; this one serves `lldb` in a terminal and the lldbCommands output.
+FROM docker.io/library/ubuntu:22.04
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      lldb clangd git ca-certificates less procps \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /work
