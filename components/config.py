@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 
-from components.debug_ports import GDBSERVER_PORT_COUNT, DebuggerPorts
+from components.debug_ports import GDBSERVER_PORT_COUNT, PLATFORM_PORT_RANGE, USER_PORT_RANGE, DebuggerPorts
 
 PROJECT = "istio-proxy-debug"
 # The stack that reproduces the walkthrough: it keeps the walkthrough's container and network names.
@@ -330,9 +330,10 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
     mode = r.checked("mode", r.required("mode", "set attach or startup"), lambda v: v in MODES,
                      "expected attach (debug a running Envoy) or startup (start Envoy by hand under lldb)")
     lldb_server_port = r.integer(
-        "lldbServerPort", 1, 65535 - GDBSERVER_PORT_COUNT,
-        f"an integer port from 1 to {65535 - GDBSERVER_PORT_COUNT} (the {GDBSERVER_PORT_COUNT} ports after it "
-        "are lldb-server's gdbserver ports)",
+        "lldbServerPort", *PLATFORM_PORT_RANGE,
+        f"an integer port from {PLATFORM_PORT_RANGE[0]} to {PLATFORM_PORT_RANGE[1]}: the {GDBSERVER_PORT_COUNT} "
+        "ports after it are lldb-server's gdbserver ports, which it accepts only in "
+        f"{USER_PORT_RANGE[0]}-{USER_PORT_RANGE[1]}",
     )
     app_uid = r.integer("appUid", 1, 2**31 - 1, "an integer uid from 1 to 2147483647")
     if app_uid == ISTIO_PROXY_UID:

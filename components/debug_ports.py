@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 # Enough for a few debug sessions at once (each attach holds one gdbserver port until it detaches).
 GDBSERVER_PORT_COUNT = 4
+# lldb-server refuses gdbserver ports outside the "user port range" ("port number N is not in the valid
+# user port range of 1024 - 49151"), so the platform port, which they follow, is bounded too.
+USER_PORT_RANGE = (1024, 49151)
+PLATFORM_PORT_RANGE = (USER_PORT_RANGE[0] - 1, USER_PORT_RANGE[1] - GDBSERVER_PORT_COUNT)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,116 @@
+"""Real lldb on loopback for the tests: a debuggee, an `lldb-server platform`, and the `lldb` client."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from components.debug_ports import USER_PORT_RANGE, DebuggerPorts
+from tests.conftest import require_tool
+
+# A debuggee whose stack is known: main → demo::handle_request → demo::wait_for_debugger → pause().
+DEBUGGEE_SOURCE = """\
+#include <unistd.h>
+namespace demo {
+[[gnu::noinline]] void wait_for_debugger() {
+  pause();  // parked here
+}
+[[gnu::noinline]] void handle_request(int n) {
+  if (n > 0) wait_for_debugger();  // called here
+}
+}  // namespace demo
+int main() { demo::handle_request(1); }
+"""
+
+
+def source_line(marker: str, source: str = DEBUGGEE_SOURCE) -> int:
+    return next(i for i, line in enumerate(source.splitlines(), 1) if marker in line)
+
+
+def compile_debuggee(directory: Path, name: str = "prog", extra: tuple[str, ...] = ()) -> Path:
+    """Compiles the debuggee with -g; `extra` may pin the build-id (-Wl,--build-id=0x…)."""
+    require_tool("g++")
+    source = directory / "prog.cc"
+    source.write_text(DEBUGGEE_SOURCE)
+    binary = directory / name
+    subprocess.run(["g++", "-g", "-O0", *extra, "-o", str(binary), str(source)], check=True)
+    return binary
+
+
+def build_id(path: Path) -> str:
+    notes = subprocess.run(["readelf", "-n", str(path)], check=True, capture_output=True, text=True).stdout
+    return next(line.split()[-1] for line in notes.splitlines() if "Build ID:" in line)
+
+
+def free_port_block(count: int) -> int:
+    """The first of `count` consecutive loopback ports that are free now."""
+    for _ in range(200):
+        first = random.randint(20000, USER_PORT_RANGE[1] - count)
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(first, first + count):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return first
+    raise RuntimeError("no free block of loopback ports")
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def running(args: list[str], **kwargs) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def platform_server(server: str | None = None, lldb_major: int = 14) -> Iterator[DebuggerPorts]:
+    """`lldb-server platform` on loopback with its gdbserver ports pinned as the project pins them.
+
+    Started by its real path: through Debian's /usr/bin symlink it cannot find the gdbserver it spawns.
+    """
+    server = server or os.path.realpath(require_tool("lldb-server"))
+    ports = DebuggerPorts(free_port_block(1 + len(DebuggerPorts(0).gdbserver)))
+    args = [server, "platform", "--server", "--listen", f"127.0.0.1:{ports.platform}",
+            *ports.lldb_server_args(lldb_major)]
+    with running(args):
+        wait_for_port(ports.platform)
+        yield ports
+
+
+def lldb_environment() -> dict[str, str]:
+    """Debian's lldb 14 looks for its Python module in the wrong place; point it at the right one."""
+    env = dict(os.environ)
+    for candidate in sorted(Path("/usr/lib").glob("llvm-*/lib/python3*/dist-packages")):
+        if (candidate / "lldb" / "embedded_interpreter.py").exists():
+            env["PYTHONPATH"] = str(candidate)
+    return env
+
+
+def run_lldb(commands: list[str], timeout: float = 120) -> str:
+    """Runs the lldb client in batch mode with these commands; returns what it printed."""
+    lldb = require_tool("lldb")
+    args = [lldb, "--batch", "--no-lldbinit"]
+    for command in commands:
+        args += ["-o", command]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=lldb_environment())
+    return done.stdout + done.stderr
