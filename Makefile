@@ -14,7 +14,8 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian packages the tests drive for real: tool:package.
 TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd shellcheck:shellcheck \
-	ip:iproute2 unshare:util-linux nsenter:util-linux git:git readelf:binutils cc:gcc
+	ip:iproute2 unshare:util-linux nsenter:util-linux git:git readelf:binutils objcopy:binutils \
+	cc:gcc g++:g++ patchelf:patchelf
 
 .PHONY: help up preview destroy test lint bench deps system-deps pulumi-cli stack-select
 
@@ -46,8 +47,10 @@ test: system-deps deps
 lint: deps
 	$(VENV)/bin/ruff check .
 
-bench: deps
+bench: system-deps deps
 	$(VENV)/bin/python bench/evaluate.py
+	$(VENV)/bin/python bench/image_delta.py
+	$(VENV)/bin/python bench/debugger_layer.py
 
 pulumi-cli:
 	@[ -x "$(PULUMI)" ] || { echo "installing the Pulumi CLI $(PULUMI_VERSION) into ~/.pulumi"; \
