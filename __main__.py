@@ -1,5 +1,7 @@
 """istio-proxy-debug: remote source-level debugging of Envoy in an Istio sidecar, as one stack."""
 
+import json
+
 import pulumi
 
 from components.builder import Builder, BuilderArgs
@@ -7,6 +9,8 @@ from components.config import load_config
 from components.debug_image import DebugImage, DebugImageArgs
 from components.debugger import Debugger, DebuggerArgs
 from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
+from components.launch import launch_json, lldb_commands
+from components.lldb_server import LldbServer, LldbServerArgs
 from components.registry import Registry, RegistryArgs
 from components.workspace import Workspace, WorkspaceArgs, WorkspaceLayout
 
@@ -70,6 +74,24 @@ debugger = Debugger(
         layout=layout,
     ),
 )
+pod = f"{config.workload}-0"
+lldb_server = LldbServer(
+    "lldb-server",
+    LldbServerArgs(
+        node_address=config.target_node_address,
+        ssh_user=config.ssh_user,
+        ssh_private_key=pulumi.Output.secret(config.ssh_private_key) if config.ssh_private_key else None,
+        pod=pod,
+        process_name="envoy" if config.mode == "attach" else "sleep",
+        ports=config.debugger_ports,
+        instance=f"{config.project}-{config.stack}",
+        restart_on=[debug_image.pull_reference],
+    ),
+)
+session = pulumi.Output.all(
+    elf=envoy.elf, execroot=envoy.execroot, sandbox_roots=envoy.sandbox_roots, connect_url=lldb_server.connect_url,
+    pid=lldb_server.pid if config.mode == "attach" else None,
+)
 
 pulumi.export("sourceCommit", workspace.commit)
 pulumi.export("builderContainer", builder.container_name)
@@ -87,3 +109,9 @@ pulumi.export("debugImageEnvoyBytes", debug_image.shipped_envoy_bytes)
 pulumi.export("debuggerContainer", debugger.container_name)
 pulumi.export("debuggerAttachConfig", debugger.attach_config)
 pulumi.export("debuggerAttachConfigPath", debugger.attach_config_path)
+pulumi.export("connectUrl", lldb_server.connect_url)
+pulumi.export("debuggerPorts", list(config.debugger_ports.all))
+pulumi.export("launchJson", session.apply(
+    lambda s: json.dumps(launch_json(mode=config.mode, pod=pod, **s), indent=2)
+))
+pulumi.export("lldbCommands", session.apply(lambda s: "\n".join(lldb_commands(mode=config.mode, **s))))

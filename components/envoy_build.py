@@ -40,12 +40,15 @@ class EnvoyArtifact:
     elf: str
     execroot: str
     build_id: str
+    # Sandboxed execroots recorded in the debug info, which the source map must also cover.
+    sandbox_roots: tuple[str, ...]
 
 
 def parse_build_result(stdout: str) -> EnvoyArtifact:
     """Reads the key=value lines build-envoy.sh prints."""
-    values = key_values(stdout, {"elf", "execroot", "buildId"})
-    return EnvoyArtifact(elf=values["elf"], execroot=values["execroot"], build_id=values["buildId"])
+    values = key_values(stdout, {"elf", "execroot", "buildId", "sandboxRoots"})
+    return EnvoyArtifact(elf=values["elf"], execroot=values["execroot"], build_id=values["buildId"],
+                         sandbox_roots=tuple(values["sandboxRoots"].split()))
 
 
 @dataclass
@@ -67,6 +70,7 @@ class EnvoyBuild(pulumi.ComponentResource):
     execroot: pulumi.Output[str]
     execroot_host_path: pulumi.Output[str]
     build_id: pulumi.Output[str]
+    sandbox_roots: pulumi.Output[list[str]]
 
     def __init__(self, name: str, args: EnvoyBuildArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:envoy_build:EnvoyBuild", name, None, opts)
@@ -93,9 +97,11 @@ class EnvoyBuild(pulumi.ComponentResource):
         self.elf = artifact.apply(lambda a: a.elf)
         self.execroot = artifact.apply(lambda a: a.execroot)
         self.build_id = artifact.apply(lambda a: a.build_id)
+        self.sandbox_roots = artifact.apply(lambda a: list(a.sandbox_roots))
         self.elf_host_path = self.elf.apply(args.layout.host_path)
         self.execroot_host_path = self.execroot.apply(args.layout.host_path)
         self.register_outputs({
             "elf": self.elf, "elfHostPath": self.elf_host_path, "execroot": self.execroot,
             "execrootHostPath": self.execroot_host_path, "buildId": self.build_id,
+            "sandboxRoots": self.sandbox_roots,
         })

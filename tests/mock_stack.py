@@ -28,6 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 WALKTHROUGH_COMMIT = "a0c7b0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7"
 WALKTHROUGH_EXECROOT = "/home/.cache/bazel/_bazel_root/1e0bb3bee2d09d2e4ad3523530d3b40c/execroot/io_istio_proxy"
 WALKTHROUGH_BUILD_ID = "5f0a7d5c3f2b1e0d9c8b7a6f5e4d3c2b1a09f8e7"
+WALKTHROUGH_SANDBOX_ROOT = (
+    "/home/.cache/bazel/_bazel_root/1e0bb3bee2d09d2e4ad3523530d3b40c/sandbox/linux-sandbox/263/execroot/io_istio_proxy"
+)
+WALKTHROUGH_ENVOY_PID = 15  # "pid": "15" in the walkthrough's launch.json
 FAKE_IMAGE_DIGEST = "sha256:" + "d" * 64
 FAKE_STRIPPED_BYTES = 187_000_000
 FAKE_SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -82,13 +86,16 @@ def _fake_outputs(typ: str, name: str, inputs: dict) -> dict:
         return {"stdout": WALKTHROUGH_COMMIT + "\n"}
     if typ == "command:local:Command" and name.endswith("-make"):
         elf = f"{WALKTHROUGH_EXECROOT}/bazel-out/k8-dbg/bin/envoy"
-        return {"stdout": f"elf={elf}\nexecroot={WALKTHROUGH_EXECROOT}\nbuildId={WALKTHROUGH_BUILD_ID}\n"}
+        return {"stdout": f"elf={elf}\nexecroot={WALKTHROUGH_EXECROOT}\nbuildId={WALKTHROUGH_BUILD_ID}\n"
+                          f"sandboxRoots={WALKTHROUGH_SANDBOX_ROOT}\n"}
     if typ == "command:local:Command" and name.endswith("-context"):
         env = inputs["environment"]
         return {"stdout": f"bytes={FAKE_STRIPPED_BYTES}\nbuildId={env['BUILD_ID']}\nstripped={env['STRIP']}\n"}
     if typ == "command:local:Command" and name == "debug-image-build":
         repository = inputs["environment"]["IMAGE"].rsplit(":", 1)[0]
         return {"stdout": f"Step 1/3 ...\n{repository}@{FAKE_IMAGE_DIGEST}\n"}
+    if typ == "command:remote:Command" and name == "lldb-server-platform":
+        return {"stdout": f"{WALKTHROUGH_ENVOY_PID}\n"}
     if typ == "command:local:Command" and name == "debugger-image":
         return {"stdout": "sha256:" + hashlib.sha256(inputs["stdin"].encode()).hexdigest() + "\n"}
     return {}

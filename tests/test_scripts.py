@@ -137,8 +137,11 @@ echo "INFO: Build completed successfully"
 [ -n "${FAKE_MAKE_FAIL:-}" ] && exit 2
 execroot="$FAKE_OUTPUT_BASE/execroot/io_istio_proxy"
 mkdir -p "$execroot/bazel-out/k8-dbg/bin"
-printf 'int main(void) { return 0; }\n' > "$FAKE_OUTPUT_BASE/main.c"
-cc -g "-Wl,--build-id=$FAKE_BUILD_ID" -o "$execroot/bazel-out/k8-dbg/bin/envoy" "$FAKE_OUTPUT_BASE/main.c"
+# One object compiled in a bazel sandbox, so its debug info records that sandbox's execroot.
+sandbox="$FAKE_OUTPUT_BASE/sandbox/linux-sandbox/263/execroot/io_istio_proxy"
+mkdir -p "$sandbox"
+printf 'int main(void) { return 0; }\n' > "$sandbox/main.c"
+(cd "$sandbox" && cc -g "-Wl,--build-id=$FAKE_BUILD_ID" -o "$execroot/bazel-out/k8-dbg/bin/envoy" main.c)
 ln -sfn "$execroot/bazel-out" "$PWD/bazel-out"
 """
 
@@ -190,7 +193,10 @@ def test_build_runs_the_walkthrough_make_and_reports_elf_execroot_and_build_id(b
     assert artifact.execroot == str(execroot)
     assert artifact.elf == str(execroot / "bazel-out" / "k8-dbg" / "bin" / "envoy")
     assert artifact.build_id == BUILD_ID
-    assert done.stdout.count("\n") == 3, "only the result is on stdout"
+    assert artifact.sandbox_roots == (
+        str(builder["output_base"] / "sandbox" / "linux-sandbox" / "263" / "execroot" / "io_istio_proxy"),
+    )
+    assert done.stdout.count("\n") == 4, "only the result is on stdout"
     assert "Build completed successfully" in done.stderr, "the build's output is streamed to the log"
 
 

@@ -3,7 +3,7 @@
 # debug info exactly as the walkthrough does (unless BUILD_ENVOY=false), then finds what the build made
 # through the workspace's bazel-out symlink rather than a per-machine hash path.
 # The build's own output goes to stderr (streamed to the pulumi up log); stdout carries only the result,
-# one key=value per line: elf, execroot, buildId.
+# one key=value per line: elf, execroot, buildId, sandboxRoots.
 set -euo pipefail
 
 : "${BUILD_ENVOY:?}" "${BAZEL_BUILD_ARGS?}" "${BAZEL_TARGET:?}" "${ENVOY_OUTPUT:?}"
@@ -34,4 +34,9 @@ elf="$bazel_out/$ENVOY_OUTPUT"
 build_id=$(LC_ALL=C readelf -n "$elf" 2>/dev/null | awk '/Build ID:/ { print $3; exit }')
 [ -n "$build_id" ] || die "$elf has no GNU build-id note; lldb could not match a stripped copy to it"
 
-printf 'elf=%s\nexecroot=%s\nbuildId=%s\n' "$elf" "$(dirname "$bazel_out")" "$build_id"
+# Objects compiled in a bazel sandbox carry its execroot in their debug info (walkthrough: …/sandbox/
+# linux-sandbox/263/execroot/io_istio_proxy); the debugger maps each such prefix to the real execroot.
+sandbox_roots=$(LC_ALL=C grep -a -o -E '/[^[:space:][:cntrl:]"]*/sandbox/[a-z-]+/[0-9]+/execroot/[A-Za-z0-9_.-]+' "$elf" |
+  sort -u | tr '\n' ' ' || true)
+
+printf 'elf=%s\nexecroot=%s\nbuildId=%s\nsandboxRoots=%s\n' "$elf" "$(dirname "$bazel_out")" "$build_id" "${sandbox_roots% }"

@@ -1,0 +1,84 @@
+"""S10: what the developer pastes or types to debug — `.vscode/launch.json` and plain lldb commands.
+
+Pure functions from plain values. The CodeLLDB configuration follows the walkthrough's (attach,
+`program` = the unstripped ELF as the debugger container sees it, `sourceMap` from bazel's
+`/proc/self/cwd` and sandbox roots to the execution root, `initCommands` that select and connect the
+remote platform); the lldb-dap one says the same in that adapter's schema.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from components.workspace import CONTAINER_CACHE_DIR
+
+# Bazel runs every C++ action with PWD=/proc/self/cwd, which the compiler records as the compilation dir.
+BAZEL_CWD = "/proc/self/cwd"
+# lldb's DWARF index of a 1 GB ELF, kept in the cache folder the debugger container mounts, keyed by
+# the ELF's build-id: the second attach to the same build skips the indexing.
+INDEX_CACHE_DIR = posixpath.join(CONTAINER_CACHE_DIR, "lldb", "index-cache")
+WAIT_FOR_ENVOY = "process attach --name envoy --waitfor"
+
+
+def source_map(execroot: str, sandbox_roots: list[str]) -> dict[str, str]:
+    """Every build-time source prefix found in the debug info, mapped to the execution root."""
+    return {BAZEL_CWD: execroot, **{root: execroot for root in sorted(sandbox_roots)}}
+
+
+def lldb_settings(index_cache_dir: str = INDEX_CACHE_DIR) -> list[str]:
+    """Settings that make attaching to a 1 GB debug ELF fast the second time and bearable the first."""
+    return [
+        "settings set symbols.enable-lldb-index-cache true",
+        f"settings set symbols.lldb-index-cache-path {index_cache_dir}",
+        # Don't parse every compile unit up front; lldb loads what a stop or a breakpoint needs.
+        "settings set target.preload-symbols false",
+        # The remote's modules (libc, …) are fetched once into the module cache; give slow links time.
+        "settings set plugin.process.gdb-remote.packet-timeout 60",
+    ]
+
+
+def platform_commands(connect_url: str) -> list[str]:
+    return ["platform select remote-linux", f"platform connect {connect_url}"]
+
+
+def launch_json(
+    *, mode: str, elf: str, pid: int | None, execroot: str, sandbox_roots: list[str], connect_url: str, pod: str,
+) -> dict:
+    """A complete launch.json: a CodeLLDB and an lldb-dap attach configuration."""
+    init = [*lldb_settings(), *platform_commands(connect_url)]
+    mapping = source_map(execroot, sandbox_roots)
+    what = "the next envoy to start" if mode == "startup" else f"envoy (pid {pid} in the pod)"
+    codelldb = {
+        "name": f"Attach to {what} in {pod} (CodeLLDB)",
+        "type": "lldb",
+        "request": "attach",
+        "program": elf,
+        "sourceMap": mapping,
+        "initCommands": init,
+    }
+    dap = {
+        "name": f"Attach to {what} in {pod} (lldb-dap)",
+        "type": "lldb-dap",
+        "request": "attach",
+        "program": elf,
+        "sourceMap": [[source, target] for source, target in mapping.items()],
+        "initCommands": init,
+    }
+    if mode == "startup":
+        # CodeLLDB's and lldb-dap's own waitFor are documented for macOS only: say the attach in lldb's words.
+        codelldb["processCreateCommands"] = [WAIT_FOR_ENVOY]
+        dap["attachCommands"] = [WAIT_FOR_ENVOY]
+    else:
+        codelldb["pid"] = pid
+        dap["pid"] = pid
+    return {"version": "0.2.0", "configurations": [codelldb, dap]}
+
+
+def lldb_commands(
+    *, mode: str, elf: str, pid: int | None, execroot: str, sandbox_roots: list[str], connect_url: str,
+) -> list[str]:
+    """The same session as plain lldb commands, for `lldb` in a terminal of the debugger container."""
+    remaps = [f"settings append target.source-map {source} {target}"
+              for source, target in source_map(execroot, sandbox_roots).items()]
+    attach = WAIT_FOR_ENVOY if mode == "startup" else f"process attach --pid {pid}"
+    return [*lldb_settings(), *platform_commands(connect_url), f"target create {elf}", *remaps, attach]

@@ -1,0 +1,100 @@
+"""S8: lldb-server on the target node, in the pod's UTS, PID and mount namespaces, on the node's network.
+
+The walkthrough's `nsenter -t $ENVOY_PID -u -p -m lldb-server platform --server --listen *:2159`, made
+repeatable: the process is found by the pod's hostname, the server binds the node address only, its
+gdbserver ports are pinned (components/debug_ports.py), it is detached with a pidfile so `pulumi up`
+returns, and the same pidfile stops it on delete. It runs again — delete before create — when the pod's
+image or the pod changes.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import remote
+
+from components.debug_ports import DebuggerPorts
+from components.scripts import script
+
+# Where the debug image puts the real binary (its gdbserver must be found beside it).
+IMAGE_LLDB_SERVER = "/opt/lldb-server/bin/lldb-server"
+# On the node, outside any pod: the pidfile and the log, one pair per stack.
+STATE_DIR = "/run/istio-proxy-debug"
+
+
+def render_node_script(parameters: Mapping[str, str | int], *bodies: str) -> str:
+    """Parameters as shell assignments, then the script bodies: SSH does not pass an environment."""
+    assignments = "".join(f"{name}={shlex.quote(str(value))}\n" for name, value in parameters.items())
+    return assignments + "".join(bodies)
+
+
+def node_parameters(*, pod: str, process_name: str, listen_address: str, ports: DebuggerPorts,
+                    instance: str) -> dict[str, str | int]:
+    return {
+        "POD_NAME": pod,
+        "PROCESS_NAME": process_name,
+        "LISTEN_ADDRESS": listen_address,
+        "PLATFORM_PORT": ports.platform,
+        "GDBSERVER_ARGS": " ".join(ports.lldb_server_args(20)),
+        "GDBSERVER_ARGS_BEFORE_LLDB20": " ".join(ports.lldb_server_args(19)),
+        "LLDB_SERVER": IMAGE_LLDB_SERVER,
+        "STATE_DIR": STATE_DIR,
+        "INSTANCE": instance,
+    }
+
+
+def start_script(parameters: Mapping[str, str | int]) -> str:
+    """Stops a previous instance, then starts the server; prints the target's pid inside the pod."""
+    return render_node_script(parameters, script("lldb-server-stop.sh"), script("lldb-server-start.sh"))
+
+
+def stop_script(parameters: Mapping[str, str | int]) -> str:
+    return render_node_script(parameters, script("lldb-server-stop.sh"))
+
+
+def shell_as_root(user: str) -> str:
+    """The command the scripts are fed to: root's bash, through sudo for any other SSH user."""
+    return "bash -s" if user == "root" else "sudo -n bash -s"
+
+
+@dataclass
+class LldbServerArgs:
+    node_address: str
+    ssh_user: str
+    ssh_private_key: pulumi.Input[str] | None
+    pod: pulumi.Input[str]
+    process_name: str
+    ports: DebuggerPorts
+    instance: str
+    # What makes the running server stale: the pod's image, the pod itself.
+    restart_on: Sequence[pulumi.Input[str]]
+
+
+class LldbServer(pulumi.ComponentResource):
+    connect_url: pulumi.Output[str]
+    pid: pulumi.Output[int]
+
+    def __init__(self, name: str, args: LldbServerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("istio-proxy-debug:lldb_server:LldbServer", name, None, opts)
+        parameters = pulumi.Output.from_input(args.pod).apply(
+            lambda pod: node_parameters(pod=pod, process_name=args.process_name, listen_address=args.node_address,
+                                        ports=args.ports, instance=args.instance)
+        )
+        server = remote.Command(
+            f"{name}-platform",
+            connection=remote.ConnectionArgs(
+                host=args.node_address, user=args.ssh_user, private_key=args.ssh_private_key,
+            ),
+            create=shell_as_root(args.ssh_user),
+            stdin=parameters.apply(start_script),
+            delete=parameters.apply(lambda p: f"{shell_as_root(args.ssh_user)} <<'STOP'\n{stop_script(p)}STOP\n"),
+            triggers=list(args.restart_on),
+            # The old server holds the port: it must stop before the new one starts.
+            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+        )
+        self.connect_url = pulumi.Output.from_input(f"connect://{args.node_address}:{args.ports.platform}")
+        self.pid = server.stdout.apply(lambda out: int(out.strip().splitlines()[-1]))
+        self.register_outputs({"connectUrl": self.connect_url, "pid": self.pid})

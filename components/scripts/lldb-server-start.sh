@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# S8: on the node, as root, right after lldb-server-stop.sh has stopped a previous instance: the program
+# feeds the parameter assignments, then both scripts, on stdin to `bash -s`. Finds the pod's process,
+# starts lldb-server platform inside that process's UTS, PID and mount namespaces but on the node's
+# network, pinned to the declared ports, detached with a pidfile; prints the process's pid as the pod
+# sees it (NSpid) on stdout.
+# shellcheck disable=SC2154 # pidfile, logfile and stop_lldb_server come from lldb-server-stop.sh
+set -euo pipefail
+
+: "${POD_NAME:?}" "${PROCESS_NAME:?}" "${LISTEN_ADDRESS:?}" "${PLATFORM_PORT:?}" "${STATE_DIR:?}" "${INSTANCE:?}"
+: "${GDBSERVER_ARGS:?}" "${GDBSERVER_ARGS_BEFORE_LLDB20:?}" "${LLDB_SERVER:?}"
+
+die() {
+  echo "lldb-server: $*" >&2
+  exit 1
+}
+
+listening() {
+  ss -Hltn "sport = :$PLATFORM_PORT" 2>/dev/null | grep -q .
+}
+
+# The pod's process: named PROCESS_NAME, in a UTS namespace whose hostname is the pod's, and running
+# from the debug image (the pod's other containers share its hostname but not its lldb-server).
+in_pod=()
+elsewhere=()
+for pid in $(pgrep -x "$PROCESS_NAME" || true); do
+  host=$(nsenter -t "$pid" -u hostname 2>/dev/null) || continue
+  if [ "$host" = "$POD_NAME" ]; then in_pod+=("$pid"); else elsewhere+=("$pid ($host)"); fi
+done
+if [ ${#in_pod[@]} -eq 0 ]; then
+  die "no $PROCESS_NAME process with hostname $POD_NAME on this node; $PROCESS_NAME processes found: ${elsewhere[*]:-none}"
+fi
+targets=()
+for pid in "${in_pod[@]}"; do
+  if [ -x "/proc/$pid/root$LLDB_SERVER" ]; then targets+=("$pid"); fi
+done
+if [ ${#targets[@]} -eq 0 ]; then
+  die "$PROCESS_NAME in $POD_NAME (pid ${in_pod[*]}) has no $LLDB_SERVER: does the pod run the debug image?"
+fi
+if [ ${#targets[@]} -gt 1 ]; then
+  die "several $PROCESS_NAME processes with hostname $POD_NAME and lldb-server: pids ${targets[*]}; expected one"
+fi
+target=${targets[0]}
+
+version=$(nsenter -t "$target" -m -- "$LLDB_SERVER" version 2>&1 | sed -n 's/.*lldb version \([0-9]*\)\..*/\1/p' | head -n1)
+[ -n "$version" ] || die "cannot tell the version of $LLDB_SERVER in $POD_NAME"
+if [ "$version" -ge 20 ]; then gdbserver_args=$GDBSERVER_ARGS; else gdbserver_args=$GDBSERVER_ARGS_BEFORE_LLDB20; fi
+
+listening && die "port $PLATFORM_PORT is already in use on this node (not by our lldb-server)"
+mkdir -p "$STATE_DIR"
+# setsid: its own session and process group, which the pidfile names, so a stop reaches nsenter, the
+# server and every gdbserver it forked. No stream stays open to the SSH session.
+# shellcheck disable=SC2086 # gdbserver_args is a list of words
+setsid nsenter -t "$target" -u -p -m -- "$LLDB_SERVER" platform --server \
+  --listen "$LISTEN_ADDRESS:$PLATFORM_PORT" $gdbserver_args </dev/null >"$logfile" 2>&1 &
+echo $! >"$pidfile"
+
+for _ in $(seq 100); do
+  listening && break
+  kill -0 "$!" 2>/dev/null || break
+  sleep 0.1
+done
+if ! listening; then
+  log=$(tail -n 20 "$logfile" 2>/dev/null || true)
+  stop_lldb_server
+  die "lldb-server did not start listening on $LISTEN_ADDRESS:$PLATFORM_PORT: $log"
+fi
+echo "lldb-server (LLDB $version) listens on $LISTEN_ADDRESS:$PLATFORM_PORT in the namespaces of $POD_NAME's $PROCESS_NAME (node pid $target)" >&2
+awk '/^NSpid:/ { print $NF }' "/proc/$target/status"
