@@ -1,6 +1,6 @@
 """istio-proxy-debug: remote source-level debugging of Envoy in an Istio sidecar, as one stack."""
 
-import json
+import posixpath
 
 import pulumi
 
@@ -9,9 +9,10 @@ from components.config import load_config
 from components.debug_image import DebugImage, DebugImageArgs
 from components.debugger import Debugger, DebuggerArgs
 from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
-from components.launch import launch_json, lldb_commands
+from components.launch import launch_outputs
 from components.lldb_server import LldbServer, LldbServerArgs
 from components.registry import Registry, RegistryArgs
+from components.target import PROXY_WAIT_COMMAND, Target, TargetArgs
 from components.workspace import Workspace, WorkspaceArgs, WorkspaceLayout
 
 config = load_config()
@@ -74,23 +75,37 @@ debugger = Debugger(
         layout=layout,
     ),
 )
-pod = f"{config.workload}-0"
+target = Target(
+    "target",
+    TargetArgs(
+        namespace=config.namespace,
+        create_namespace=config.create_namespace,
+        workload=config.workload,
+        mode=config.mode,
+        proxy_image=debug_image.pull_reference,
+        istio_version=config.istio_version,
+        target_node_name=config.target_node_name,
+        app_uid=config.app_uid,
+        debugger_ports=config.debugger_ports,
+    ),
+)
 lldb_server = LldbServer(
     "lldb-server",
     LldbServerArgs(
         node_address=config.target_node_address,
         ssh_user=config.ssh_user,
         ssh_private_key=pulumi.Output.secret(config.ssh_private_key) if config.ssh_private_key else None,
-        pod=pod,
-        process_name="envoy" if config.mode == "attach" else "sleep",
+        pod=target.pod_name,
+        # attach: the running Envoy; startup: istio-proxy's waiting process, in whose namespaces Envoy will run.
+        process_name="envoy" if config.mode == "attach" else posixpath.basename(PROXY_WAIT_COMMAND),
         ports=config.debugger_ports,
         instance=f"{config.project}-{config.stack}",
-        restart_on=[debug_image.pull_reference],
+        restart_on=[debug_image.pull_reference, target.pod_name],
     ),
 )
-session = pulumi.Output.all(
-    elf=envoy.elf, execroot=envoy.execroot, sandbox_roots=envoy.sandbox_roots, connect_url=lldb_server.connect_url,
-    pid=lldb_server.pid if config.mode == "attach" else None,
+launch = launch_outputs(
+    mode=config.mode, pod=target.pod_name, elf=envoy.elf, execroot=envoy.execroot,
+    sandbox_roots=envoy.sandbox_roots, connect_url=lldb_server.connect_url, pid=lldb_server.pid,
 )
 
 pulumi.export("sourceCommit", workspace.commit)
@@ -111,7 +126,7 @@ pulumi.export("debuggerAttachConfig", debugger.attach_config)
 pulumi.export("debuggerAttachConfigPath", debugger.attach_config_path)
 pulumi.export("connectUrl", lldb_server.connect_url)
 pulumi.export("debuggerPorts", list(config.debugger_ports.all))
-pulumi.export("launchJson", session.apply(
-    lambda s: json.dumps(launch_json(mode=config.mode, pod=pod, **s), indent=2)
-))
-pulumi.export("lldbCommands", session.apply(lambda s: "\n".join(lldb_commands(mode=config.mode, **s))))
+pulumi.export("launchJson", launch.launch_json)
+pulumi.export("lldbCommands", launch.lldb_commands)
+pulumi.export("podName", target.pod_name)
+pulumi.export("startCommand", target.start_command)

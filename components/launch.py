@@ -8,7 +8,11 @@ remote platform); the lldb-dap one says the same in that adapter's schema.
 
 from __future__ import annotations
 
+import json
 import posixpath
+from typing import NamedTuple
+
+import pulumi
 
 from components.workspace import CONTAINER_CACHE_DIR
 
@@ -82,3 +86,22 @@ def lldb_commands(
               for source, target in source_map(execroot, sandbox_roots).items()]
     attach = WAIT_FOR_ENVOY if mode == "startup" else f"process attach --pid {pid}"
     return [*lldb_settings(), *platform_commands(connect_url), f"target create {elf}", *remaps, attach]
+
+
+class LaunchOutputs(NamedTuple):
+    launch_json: pulumi.Output[str]
+    lldb_commands: pulumi.Output[str]
+
+
+def launch_outputs(*, mode: str, pod: pulumi.Input[str], elf: pulumi.Input[str], execroot: pulumi.Input[str],
+                   sandbox_roots: pulumi.Input[list[str]], connect_url: pulumi.Input[str],
+                   pid: pulumi.Input[int]) -> LaunchOutputs:
+    """launch.json (as text) and the lldb commands, once the build and the node-side server are known."""
+    session = pulumi.Output.all(elf=elf, execroot=execroot, sandbox_roots=sandbox_roots, connect_url=connect_url,
+                                pid=pid if mode == "attach" else None)
+    return LaunchOutputs(
+        launch_json=pulumi.Output.all(pod=pod, session=session).apply(
+            lambda v: json.dumps(launch_json(mode=mode, pod=v["pod"], **v["session"]), indent=2)
+        ),
+        lldb_commands=session.apply(lambda s: "\n".join(lldb_commands(mode=mode, **s))),
+    )

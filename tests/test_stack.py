@@ -6,6 +6,8 @@ of the program's constants.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -162,6 +164,7 @@ def test_preview_of_a_new_stack_needs_nothing_built(dev):
 
 
 def test_no_resource_input_holds_a_path_of_the_machine_running_the_program(dev):
-    text = str(dev["resources"])
+    text = json.dumps(dev["resources"])
     for machine_path in {str(ROOT), str(Path.home()), str(Path.cwd())} - {"/"}:
-        assert machine_path not in text
+        # As a path of its own, not a part of one (the node script's /proc/$pid/root is no $HOME).
+        assert not re.search(rf"(?<![\w$}}]){re.escape(machine_path)}(?![\w.-])", text), machine_path
