@@ -9,7 +9,6 @@ image or the pod changes.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -25,9 +24,14 @@ IMAGE_LLDB_SERVER = "/opt/lldb-server/bin/lldb-server"
 STATE_DIR = "/run/istio-proxy-debug"
 
 
+def _single_quoted(value: str) -> str:
+    """Always quoted, so no value reads as a command (PROCESS_NAME=sleep) to the shell or to shellcheck."""
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
 def render_node_script(parameters: Mapping[str, str | int], *bodies: str) -> str:
     """Parameters as shell assignments, then the script bodies: SSH does not pass an environment."""
-    assignments = "".join(f"{name}={shlex.quote(str(value))}\n" for name, value in parameters.items())
+    assignments = "".join(f"{name}={_single_quoted(str(value))}\n" for name, value in parameters.items())
     return assignments + "".join(bodies)
 
 
@@ -52,7 +56,8 @@ def start_script(parameters: Mapping[str, str | int]) -> str:
 
 
 def stop_script(parameters: Mapping[str, str | int]) -> str:
-    return render_node_script(parameters, script("lldb-server-stop.sh"))
+    """What the stop needs: where the pidfile is."""
+    return render_node_script({k: parameters[k] for k in ("STATE_DIR", "INSTANCE")}, script("lldb-server-stop.sh"))
 
 
 def shell_as_root(user: str) -> str:

@@ -29,6 +29,29 @@ def test_script_passes_shellcheck(path):
     assert done.returncode == 0, done.stdout
 
 
+@pytest.mark.parametrize("mode", ["attach", "startup"])
+def test_every_script_the_program_renders_passes_shellcheck(mode):
+    """What a command runs, as rendered: bash -c texts, scripts fed on stdin, delete heredocs."""
+    shellcheck = require_tool("shellcheck")
+    evaluation = evaluate("dev", f"mode={mode}")
+    texts = []
+    for r in evaluation["resources"]:
+        inputs = r["inputs"]
+        if not r["type"].startswith("command:"):
+            continue
+        if inputs.get("interpreter", [""])[0] == "/bin/bash":
+            texts.append((r["name"], "create", inputs["create"]))
+        if inputs.get("create", "").endswith("bash -s"):
+            texts.append((r["name"], "stdin", inputs["stdin"]))
+        if "<<'STOP'\n" in inputs.get("delete", ""):
+            texts.append((r["name"], "delete", inputs["delete"].split("<<'STOP'\n", 1)[1].rsplit("STOP\n", 1)[0]))
+    assert {name for name, _, _ in texts} >= {"workspace-prepare", "envoy-make", "lldb-server-platform"}
+    for name, part, text in texts:
+        done = subprocess.run([shellcheck, "--severity=style", "-s", "bash", "-"], input=text, capture_output=True,
+                              text=True)
+        assert done.returncode == 0, f"{name} {part}:\n{done.stdout}"
+
+
 def git(cwd: Path, *args: str) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}

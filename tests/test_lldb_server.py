@@ -1,0 +1,285 @@
+"""S8 and S10 end to end: the node-side scripts exactly as the program renders them, run by bash in a
+stand-in for the node and the pod, then the real lldb client driven by the stack's own launchJson.
+
+The "node" is a network namespace with a firewall that opens only the stack's debuggerPorts; the "pod"
+is a process tree in its own UTS, PID and mount namespaces (hostname = the pod name, the debug image's
+lldb-server at /opt/lldb-server/bin), running a stripped `envoy`; decoy `envoy`s run in other UTS
+namespaces. The node address is loopback (nodes=["127.0.0.1"]); /run and /home are private mounts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components.lldb_server import IMAGE_LLDB_SERVER
+from tests.conftest import evaluate, require_tool, resource
+from tests.lldb_session import compile_debuggee, lldb_environment, source_line
+
+POD = "fortio-server-0"  # the walkthrough's pod: StatefulSet fortio-server, replica 0
+NODE = ["nodes=[\"127.0.0.1\"]", "targetNodeAddress=127.0.0.1"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def needs_root_and_tools():
+    if os.geteuid() != 0:
+        pytest.skip("needs root for network, UTS, PID and mount namespaces")
+    for tool in ("ip", "iptables", "unshare", "nsenter", "lldb", "lldb-server", "ss", "objcopy", "setsid"):
+        require_tool(tool)
+
+
+@pytest.fixture(scope="module")
+def binaries(tmp_path_factory) -> dict[str, Path]:
+    """The unstripped debuggee (the developer's ELF) and its stripped copy named envoy (the image's)."""
+    work = tmp_path_factory.mktemp("binaries")
+    elf = compile_debuggee(work)
+    (work / "pod").mkdir()
+    stripped = work / "pod" / "envoy"
+    subprocess.run(["objcopy", "--strip-debug", str(elf), str(stripped)], check=True)
+    # The image's lldb-server folder: the real binary and the versioned names Debian's build spawns.
+    server = Path(os.path.realpath(shutil.which("lldb-server")))
+    image_bin = work / "image-lldb-server"
+    image_bin.mkdir()
+    shutil.copy2(server, image_bin / "lldb-server")
+    for alias in server.parent.glob("lldb-server-*"):
+        (image_bin / alias.name).symlink_to("lldb-server")
+    return {"elf": elf, "envoy": stripped, "image_bin": image_bin}
+
+
+@pytest.fixture
+def node(tmp_path) -> Iterator[dict]:
+    """A network namespace standing for the node, its firewall open only for the debugger ports."""
+    name = f"ipd-node-{os.getpid()}-{tmp_path.name[-12:]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        (tmp_path / "run").mkdir()
+        (tmp_path / "home").mkdir()
+        yield {"netns": name, "run": tmp_path / "run", "home": tmp_path / "home"}
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def firewall(node: dict, ports: list[int]) -> None:
+    rules = [
+        ["-A", "INPUT", "-i", "lo", "-p", "tcp", "-m", "multiport", "--dports", ",".join(map(str, ports)),
+         "-j", "ACCEPT"],
+        ["-A", "INPUT", "-i", "lo", "-p", "tcp", "--syn", "-j", "REJECT", "--reject-with", "tcp-reset"],
+    ]
+    for rule in rules:
+        subprocess.run(["ip", "netns", "exec", node["netns"], "iptables", *rule], check=True)
+
+
+def on_node(node: dict, command: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Runs a command as root "on the node": in its netns, with a private /run (pidfile, log) and /home."""
+    wrapper = f"mount --bind {node['run']} /run && mount --bind {node['home']} /home && exec {command}"
+    return subprocess.run(["ip", "netns", "exec", node["netns"], "sh", "-c", wrapper], input=stdin,
+                          capture_output=True, text=True, timeout=timeout, env=lldb_environment())
+
+
+@contextlib.contextmanager
+def pod(hostname: str, binaries: dict, *, with_lldb_server: bool = True, process: str = "envoy") -> Iterator[None]:
+    """A process tree in its own UTS, PID and mount namespaces, like a container of the pod."""
+    mount = ""
+    if with_lldb_server:
+        mount = (f"mount -t tmpfs tmpfs /opt && mkdir -p {os.path.dirname(IMAGE_LLDB_SERVER)} && "
+                 f"cp -a {binaries['image_bin']}/. {os.path.dirname(IMAGE_LLDB_SERVER)}/ && ")
+    run = str(binaries["envoy"]) if process == "envoy" else "sleep infinity"
+    script = f"hostname {hostname} && {mount}{{ {run} & }} && wait"
+    proc = subprocess.Popen(["unshare", "--uts", "--pid", "--mount", "--mount-proc", "--kill-child", "--",
+                             "bash", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        name = "envoy" if process == "envoy" else "sleep"
+        while not any(in_uts(pid, hostname) for pid in pids(name)):
+            assert time.monotonic() < deadline, f"the {hostname} sandbox did not start"
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def pids(name: str) -> list[int]:
+    done = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True)
+    return [int(p) for p in done.stdout.split()]
+
+
+def in_uts(pid: int, hostname: str) -> bool:
+    done = subprocess.run(["nsenter", "-t", str(pid), "-u", "hostname"], capture_output=True, text=True)
+    return done.stdout.strip() == hostname
+
+
+def rendered(*sets: str) -> tuple[dict, dict]:
+    """The node command's inputs and the stack outputs, for the dev stack with loopback as the node."""
+    evaluation = evaluate("dev", *NODE, *sets)
+    return resource(evaluation, "lldb-server-platform")["inputs"], evaluation["outputs"]
+
+
+def create(node: dict, inputs: dict) -> subprocess.CompletedProcess:
+    return on_node(node, inputs["create"], stdin=inputs["stdin"])
+
+
+def delete(node: dict, inputs: dict) -> subprocess.CompletedProcess:
+    return on_node(node, f"sh -c {shlex.quote(inputs['delete'])}")
+
+
+def server_groups(port: int) -> set[int]:
+    """Process groups of lldb-server platforms listening on the port (nsenter and the server share one)."""
+    done = subprocess.run(["pgrep", "-f", f"lldb-server platform --server --listen 127.0.0.1:{port}"],
+                          capture_output=True, text=True)
+    return {os.getpgid(int(pid)) for pid in done.stdout.split() if Path(f"/proc/{pid}").exists()}
+
+
+def init_commands(outputs: dict) -> list[str]:
+    launch = json.loads(outputs["launchJson"])
+    codelldb = next(c for c in launch["configurations"] if c["type"] == "lldb")
+    return codelldb["initCommands"]
+
+
+def lldb_on_node(node: dict, commands: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    args = " ".join(f"-o {shlex.quote(c)}" for c in commands)
+    return on_node(node, f"lldb --batch --no-lldbinit {args}", timeout=timeout)
+
+
+# --- attach mode -----------------------------------------------------------------------------------------
+
+
+def test_create_then_lldb_attaches_through_the_firewall_with_the_stacks_own_init_commands(node, binaries):
+    inputs, outputs = rendered()
+    firewall(node, outputs["debuggerPorts"])
+    with pod(POD, binaries), pod("other-pod-0", binaries), pod("decoy-1", binaries, with_lldb_server=False):
+        done = create(node, inputs)
+        assert done.returncode == 0, done.stderr
+        nspid = int(done.stdout.strip())
+        host_pids = [pid for pid in pids("envoy") if in_uts(pid, POD)]
+        assert nspid not in host_pids, "the pid as the pod sees it, not as the node does"
+        transcript = lldb_on_node(node, [
+            *init_commands(outputs),
+            f"target create {binaries['elf']}",
+            f"process attach --pid {nspid}",
+            "bt",
+            "detach",
+        ])
+        text = transcript.stdout + transcript.stderr
+        assert "error:" not in text, text
+        assert f"connect://127.0.0.1:{outputs['debuggerPorts'][0]}" in text
+        assert f"demo::wait_for_debugger() at prog.cc:{source_line('parked here')}" in text, text
+        assert f"demo::handle_request(n=1) at prog.cc:{source_line('called here')}" in text, text
+        assert delete(node, inputs).returncode == 0
+    assert server_groups(outputs["debuggerPorts"][0]) == set()
+    assert not (node["run"] / "istio-proxy-debug").exists(), "delete leaves no pidfile, log or folder"
+
+
+def test_the_firewall_really_closes_other_ports(node):
+    _, outputs = rendered()
+    firewall(node, outputs["debuggerPorts"])
+    probe = ("python3 -c \"import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', {p})); s.listen();"
+             " c=socket.socket(); c.settimeout(2); sys.exit(c.connect_ex(('127.0.0.1', {p})))\"")
+    closed = on_node(node, probe.format(p=outputs["debuggerPorts"][-1] + 1))
+    opened = on_node(node, probe.format(p=outputs["debuggerPorts"][-1]))
+    assert closed.returncode != 0 and opened.returncode == 0
+
+
+def test_create_twice_leaves_one_server_and_delete_leaves_none(node, binaries):
+    inputs, outputs = rendered()
+    port = outputs["debuggerPorts"][0]
+    with pod(POD, binaries):
+        first = create(node, inputs)
+        assert first.returncode == 0, first.stderr
+        groups = server_groups(port)
+        assert len(groups) == 1
+        second = create(node, inputs)
+        assert second.returncode == 0, second.stderr
+        assert "stopped lldb-server" in second.stderr
+        again = server_groups(port)
+        assert len(again) == 1 and again != groups, "the old server is gone, a new one runs"
+        assert (node["run"] / "istio-proxy-debug" / "lldb-server-istio-proxy-debug-dev.pid").read_text().strip() == (
+            str(next(iter(again))))
+        assert delete(node, inputs).returncode == 0
+        assert server_groups(port) == set()
+        assert not (node["run"] / "istio-proxy-debug").exists()
+
+
+def test_server_binds_the_node_address_only_on_the_declared_ports(node, binaries):
+    inputs, outputs = rendered()
+    with pod(POD, binaries):
+        assert create(node, inputs).returncode == 0
+        listening = {line.split()[3] for line in on_node(node, "ss -Hltn").stdout.splitlines()}
+        assert listening == {f"127.0.0.1:{outputs['debuggerPorts'][0]}"}, "the node address only, not *"
+        process = subprocess.run(["pgrep", "-a", "-f", "lldb-server platform --server"], capture_output=True,
+                                 text=True).stdout
+        gdb = outputs["debuggerPorts"][1:]
+        assert f"--min-gdbserver-port {gdb[0]} --max-gdbserver-port {gdb[-1] + 1}" in process, process
+        assert delete(node, inputs).returncode == 0
+
+
+# --- the cases that must fail clearly ----------------------------------------------------------------------
+
+
+def test_no_envoy_in_the_pod_is_named(node, binaries):
+    inputs, _ = rendered()
+    with pod("other-pod-0", binaries):
+        done = create(node, inputs)
+    assert done.returncode == 1
+    assert f"no envoy process with hostname {POD} on this node" in done.stderr
+    assert "(other-pod-0)" in done.stderr, "says what it found instead"
+
+
+def test_two_envoys_with_the_pods_hostname_are_refused(node, binaries):
+    inputs, _ = rendered()
+    with pod(POD, binaries), pod(POD, binaries):
+        done = create(node, inputs)
+    assert done.returncode == 1
+    assert f"several envoy processes with hostname {POD}" in done.stderr
+
+
+def test_a_pod_without_the_debug_images_lldb_server_is_named(node, binaries):
+    inputs, _ = rendered()
+    with pod(POD, binaries, with_lldb_server=False):
+        done = create(node, inputs)
+    assert done.returncode == 1
+    assert f"has no {IMAGE_LLDB_SERVER}: does the pod run the debug image?" in done.stderr
+
+
+# --- startup mode ------------------------------------------------------------------------------------------
+
+
+def test_startup_mode_waits_for_envoy_by_name_and_catches_its_start(node, binaries):
+    inputs, outputs = rendered("mode=startup")
+    firewall(node, outputs["debuggerPorts"])
+    launch = json.loads(outputs["launchJson"])
+    codelldb = next(c for c in launch["configurations"] if c["type"] == "lldb")
+    assert "pid" not in codelldb
+    with pod(POD, binaries, process="sleep"):
+        done = create(node, inputs)
+        assert done.returncode == 0, done.stderr
+        waiting = next(pid for pid in pids("sleep") if in_uts(pid, POD))
+        args = " ".join(f"-o {shlex.quote(c)}" for c in [
+            *codelldb["initCommands"], f"target create {binaries['elf']}", *codelldb["processCreateCommands"],
+            "process status", "detach",
+        ])
+        wrapper = f"mount --bind {node['run']} /run && mount --bind {node['home']} /home && exec lldb --batch {args}"
+        client = subprocess.Popen(["ip", "netns", "exec", node["netns"], "sh", "-c", wrapper], text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=lldb_environment())
+        time.sleep(3)  # lldb is waiting now; start Envoy as pilot-agent would, in the waiting container
+        assert client.poll() is None, client.stdout.read()
+        started = subprocess.Popen(["nsenter", "-t", str(waiting), "-u", "-p", "-m", "--", str(binaries["envoy"])])
+        try:
+            transcript, _ = client.communicate(timeout=60)
+        finally:
+            started.kill()
+            started.wait()
+        assert delete(node, inputs).returncode == 0
+    assert "error:" not in transcript, transcript
+    assert "process attach --name envoy --waitfor" in transcript
+    assert "stopped" in transcript and "envoy" in transcript.split("process status", 1)[1], transcript
