@@ -87,6 +87,8 @@ target = Target(
         target_node_name=config.target_node_name,
         app_uid=config.app_uid,
         debugger_ports=config.debugger_ports,
+        proxy_memory=config.proxy_memory,
+        proxy_memory_limit=config.proxy_memory_limit,
     ),
 )
 lldb_server = LldbServer(

@@ -11,7 +11,6 @@ sends. Goal: the shipped layer at most 15% of the unstripped ELF.
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import subprocess
 import sys
@@ -23,67 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from synthetic import build_debug_elf  # noqa: E402
+
 from components.debug_image import DOCKERFILE  # noqa: E402
 from components.scripts import dockerfile, script  # noqa: E402
 
 GOAL = 0.15
-
-UNIT = """\
-#include <functional>
-#include <map>
-#include <memory>
-#include <string>
-#include <unordered_map>
-#include <variant>
-#include <vector>
-namespace unit{n} {{
-template <int K> struct Filter {{
-  std::map<std::string, std::vector<std::variant<int, double, std::string>>> headers;
-  std::unordered_map<int, std::function<std::string(const std::string&)>> callbacks;
-  using Stats = std::vector<std::pair<std::string, int>>;
-  std::shared_ptr<Stats> stats = std::make_shared<Stats>();
-  std::string onData(const std::string& in) {{
-    headers[in].emplace_back(K);
-    callbacks.emplace(K, [](const std::string& s) {{ return s + std::to_string(K); }});
-    stats->emplace_back(in, K);
-    return callbacks[K](in) + std::to_string(headers.size());
-  }}
-}};
-template <int... Ks> std::string run(const std::string& in) {{ return (Filter<Ks>().onData(in) + ...); }}
-std::string entry(const std::string& in) {{
-  return run<{ks}>(in);
-}}
-}}  // namespace unit{n}
-"""
-
-
-def build_debug_elf(work: Path, units: int) -> Path:
-    sources = []
-    for n in range(units):
-        source = work / f"unit{n}.cc"
-        source.write_text(UNIT.format(n=n, ks=", ".join(str(n * 40 + k) for k in range(40))))
-        sources.append(source)
-    main = work / "main.cc"
-    main.write_text(
-        "#include <string>\n"
-        + "".join(f"namespace unit{n} {{ std::string entry(const std::string&); }}\n" for n in range(units))
-        + "int main(int argc, char**) { std::string s;\n"
-        + "".join(f"  if (argc > 99) s += unit{n}::entry(s);\n" for n in range(units))
-        + "  return (int)s.size(); }\n"
-    )
-    sources.append(main)
-
-    def compile_one(source: Path) -> Path:
-        obj = source.with_suffix(".o")
-        subprocess.run(["g++", "-std=c++17", "-g", "-O0", "-c", str(source), "-o", str(obj)], check=True)
-        return obj
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        objects = list(pool.map(compile_one, sources))
-    elf = work / "envoy"
-    subprocess.run(["g++", "-o", str(elf), *map(str, objects)], check=True)
-    return elf
-
 
 def build_id(path: Path) -> str:
     notes = subprocess.run(["readelf", "-n", str(path)], check=True, capture_output=True, text=True).stdout

@@ -41,6 +41,13 @@ _IMAGE_REF = re.compile(
 )
 _UNIX_USER = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
 _GIT_URL = re.compile(r"^(https?://|ssh://|git://|file://|[\w.-]+@[\w.-]+:)\S+$")
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+# Ports the sidecar itself uses: Envoy's outbound and inbound listeners, HBONE, prometheus, health, status.
+ISTIO_PROXY_PORTS = frozenset({15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090})
+# Startup mode writes out the sidecar that this Istio minor's injector produces.
+STARTUP_ISTIO_MINOR = "1.17"
 # A StatefulSet's pods carry the label controller-revision-hash=<name>-<10 chars>, at most 63 long.
 _MAX_STATEFULSET_NAME = 52
 
@@ -76,6 +83,8 @@ class StackConfig:
     namespace: str
     create_namespace: bool
     workload: str
+    proxy_memory: str
+    proxy_memory_limit: str
     target_node_address: str
     target_node_name: str | None
     mode: str
@@ -98,6 +107,14 @@ class StackConfig:
     def physical_name(self, base: str) -> str:
         """A name for an object on a shared Docker host: the walkthrough's own for `dev`, suffixed otherwise."""
         return base if self.stack == WALKTHROUGH_STACK else f"{base}-{self.stack}"
+
+
+def memory_bytes(quantity: str) -> float:
+    """A Kubernetes memory quantity (e.g. 512Mi, 4Gi, 1G) in bytes; ValueError for anything else."""
+    match = _QUANTITY.match(quantity) if isinstance(quantity, str) else None
+    if match is None:
+        raise ValueError(f"{quantity!r} is not a memory quantity like 512Mi or 4Gi")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def default_builder_image(istio_version: str) -> str:
@@ -231,7 +248,7 @@ KEYS = (
     "istioVersion", "workDir", "sourceRepository", "builderImage", "buildEnvoy", "bazelBuildArgs",
     "stripTargetBinary", "dockerNetwork", "dockerNetworkSubnet", "registryHost", "registryPort", "nodes", "sshUser",
     "sshPrivateKey", "namespace", "workload", "targetNodeAddress", "targetNodeName", "mode",
-    "lldbServerPort", "appUid", "createNamespace",
+    "lldbServerPort", "appUid", "createNamespace", "proxyMemory", "proxyMemoryLimit",
 )
 MODES = ("attach", "startup")
 PORT = "an integer port from 1 to 65535"
@@ -316,6 +333,12 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         f"expected a DNS-1035 label of at most {_MAX_STATEFULSET_NAME} characters "
         "(lowercase letters, digits, '-', starting with a letter)",
     )
+    memory = "expected a Kubernetes memory quantity, e.g. 512Mi or 4Gi"
+    proxy_memory = r.checked("proxyMemory", r.required("proxyMemory", "set e.g. 512Mi"), _parses(memory_bytes), memory)
+    proxy_memory_limit = r.checked("proxyMemoryLimit", r.required("proxyMemoryLimit", "set e.g. 4Gi"),
+                                   _parses(memory_bytes), memory)
+    if proxy_memory and proxy_memory_limit and memory_bytes(proxy_memory) > memory_bytes(proxy_memory_limit):
+        r.problem("proxyMemoryLimit", proxy_memory_limit, f"expected at least proxyMemory ({proxy_memory})")
     target_node_address = r.text("targetNodeAddress")
     if target_node_address is None and nodes:
         target_node_address = nodes[0]
@@ -339,6 +362,13 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
     if app_uid == ISTIO_PROXY_UID:
         r.problem("appUid", str(app_uid), f"expected a uid other than {ISTIO_PROXY_UID}, which is istio-proxy's own")
         app_uid = None
+    if mode == "startup" and istio_version is not None and not istio_version.startswith(STARTUP_ISTIO_MINOR + "."):
+        r.problem("mode", mode, f"expected attach with istioVersion {istio_version}: startup mode writes out "
+                                f"Istio {STARTUP_ISTIO_MINOR}'s injected sidecar, and only that")
+    if lldb_server_port is not None and ISTIO_PROXY_PORTS & set(DebuggerPorts(lldb_server_port).all):
+        own = ", ".join(map(str, sorted(ISTIO_PROXY_PORTS)))
+        r.problem("lldbServerPort", str(lldb_server_port),
+                  f"expected debugger ports clear of the sidecar's own ({own})")
     if registry_port is not None and lldb_server_port is not None:
         debugger = DebuggerPorts(lldb_server_port).all
         if registry_port in debugger:
@@ -354,7 +384,7 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         docker_network=docker_network, docker_network_subnet=subnet,
         registry_host=registry_host, registry_port=registry_port, nodes=tuple(nodes), ssh_user=ssh_user,
         ssh_private_key=ssh_private_key, namespace=namespace, create_namespace=create_namespace,
-        workload=workload,
+        workload=workload, proxy_memory=proxy_memory, proxy_memory_limit=proxy_memory_limit,
         target_node_address=target_node_address, target_node_name=target_node_name, mode=mode,
         lldb_server_port=lldb_server_port, app_uid=app_uid,
     )

@@ -31,13 +31,13 @@ not privileged: ptrace needs neither the host's devices nor an unconfined seccom
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.config import memory_bytes
 from components.debug_ports import DebuggerPorts
 from components.iptables import ISTIO_PROXY_GID, ISTIO_PROXY_UID, init_command, nat_rules
 
@@ -78,19 +78,6 @@ ISTIO_VOLUME_MOUNTS = (
     ("istio-token", "/var/run/secrets/tokens"),
     ("istio-podinfo", "/etc/istio/pod"),
 )
-
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-
-
-def memory_bytes(quantity: str) -> float:
-    """A Kubernetes memory quantity (e.g. 512Mi, 4Gi, 1G) in bytes; ValueError for anything else."""
-    match = _QUANTITY.match(quantity) if isinstance(quantity, str) else None
-    if match is None:
-        raise ValueError(f"{quantity!r} is not a memory quantity like 512Mi or 4Gi")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
 
 @dataclass(frozen=True)
 class Workload:

@@ -33,6 +33,7 @@ def test_dev_stack_parses_to_the_walkthrough_lab():
         docker_network="router",
         docker_network_subnet="172.18.0.0/16", registry_host="192.168.122.1", registry_port=5000,
         nodes=("192.168.122.55",), ssh_user="root", ssh_private_key=None, namespace="mark", create_namespace=True,
+        proxy_memory="512Mi", proxy_memory_limit="4Gi",
         workload="fortio-server", target_node_address="192.168.122.55", target_node_name=None, mode="attach",
         lldb_server_port=2159, app_uid=1000,
     )
@@ -70,6 +71,9 @@ def test_dev_stack_parses_to_the_walkthrough_lab():
         ("targetNodeName", "Node_1", "DNS-1123 subdomain"),
         ("buildEnvoy", "yes", "true or false"),
         ("stripTargetBinary", "1", "true or false"),
+        ("proxyMemory", "512MB", "memory quantity"),
+        ("proxyMemoryLimit", "256Mi", "at least proxyMemory (512Mi)"),
+        ("lldbServerPort", "15000", "clear of the sidecar's own"),
         ("bazelBuildArgs", "-s --config=debug '", "balanced quotes"),
         ("bazelBuildArgs", "-s --config=release", "debug build"),
         ("bazelBuildArgs", "--config=debug -c opt", "debug build"),
@@ -94,6 +98,13 @@ def test_missing_required_key_says_how_to_set_it(key):
     found = problems(**{key: None})
     assert found == [f"istio-proxy-debug:{key} is required: " + found[0].split("is required: ", 1)[1]]
     assert found[0].split("is required: ", 1)[1]
+
+
+def test_startup_mode_needs_the_istio_minor_whose_sidecar_it_writes_out():
+    assert problems(mode="startup", istioVersion="1.18.3") == [
+        'istio-proxy-debug:mode = "startup": expected attach with istioVersion 1.18.3: startup mode writes out '
+        "Istio 1.17's injected sidecar, and only that"
+    ]
 
 
 def test_misspelt_key_is_caught_with_a_suggestion():

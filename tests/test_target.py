@@ -639,6 +639,6 @@ def test_the_config_values_reach_the_startup_pod():
 def test_an_unsupported_istio_version_in_startup_mode_stops_the_program_with_the_reason():
     done = run_harness("dev", "mode=startup", "istioVersion=1.18.3")
     assert done.returncode != 0
-    assert "startup mode writes out Istio 1.17's injected sidecar; istioVersion 1.18.3 is not supported" in (
-        done.stderr)
+    assert "istio-proxy-debug:mode = \"startup\": expected attach with istioVersion 1.18.3: startup mode writes out "\
+        "Istio 1.17's injected sidecar" in done.stderr
 

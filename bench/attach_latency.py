@@ -1,0 +1,80 @@
+"""Time from connecting to the first full backtrace, through lldb-server on loopback, cold and warm.
+
+Builds a large synthetic C++ program with -g (bench/synthetic.py), runs its stripped copy, serves it
+with `lldb-server platform` (gdbserver ports pinned as the stack pins them), and times the lldb client
+doing what a debug session starts with: the stack's own lldb settings (components/launch.py), connect,
+target = the unstripped ELF, attach, a breakpoint by name (which makes lldb index the DWARF), and a
+backtrace. Cold: an empty index cache and module cache. Warm: the same again, the caches filled.
+Goal: warm at least 5x faster than cold.
+
+    .venv/bin/python bench/attach_latency.py [translation units, default 200]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from synthetic import build_debug_elf  # noqa: E402
+
+from components.launch import lldb_settings, platform_commands  # noqa: E402
+from tests.lldb_session import lldb_environment, platform_server, running  # noqa: E402
+
+GOAL = 5.0
+
+
+def session(elf: Path, pid: int, port: int, cache: Path, home: Path) -> tuple[float, str]:
+    commands = [
+        *lldb_settings(str(cache)), *platform_commands(f"connect://127.0.0.1:{port}"),
+        f"target create {elf}", f"process attach --pid {pid}", "breakpoint set --name unit7::entry", "bt", "detach",
+    ]
+    args = ["lldb", "--batch", "--no-lldbinit"]
+    for command in commands:
+        args += ["-o", command]
+    start = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, env={**lldb_environment(), "HOME": str(home)})
+    elapsed = time.perf_counter() - start
+    transcript = done.stdout + done.stderr
+    if "park() at main.cc" not in transcript or "error:" in transcript:
+        sys.exit(f"the session did not reach the backtrace:\n{transcript[-3000:]}")
+    return elapsed, transcript
+
+
+def main() -> None:
+    units = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        start = time.perf_counter()
+        elf = build_debug_elf(work, units)
+        built = time.perf_counter() - start
+        stripped = work / "stripped" / "envoy"
+        stripped.parent.mkdir()
+        subprocess.run(["objcopy", "--strip-debug", str(elf), str(stripped)], check=True)
+        sections = subprocess.run(["size", "-A", str(elf)], capture_output=True, text=True).stdout
+        debug = sum(int(line.split()[1]) for line in sections.splitlines() if line.startswith(".debug"))
+        print(f"synthetic debug ELF: {units} units, {elf.stat().st_size:,} B, of which {debug:,} B debug info "
+              f"(built in {built:.0f} s)")
+        cache, home = work / "index-cache", work / "home"
+        home.mkdir()
+        with running([str(stripped)], env={**os.environ, "SYNTHETIC_PARK": "1"}) as debuggee, \
+                platform_server() as ports:
+            time.sleep(0.5)
+            cold, _ = session(elf, debuggee.pid, ports.platform, cache, home)
+            warm, _ = session(elf, debuggee.pid, ports.platform, cache, home)
+        cached = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
+        print("  connect → attach → breakpoint by name → full backtrace, through lldb-server on loopback:")
+        print(f"  cold (empty caches):                 {cold:7.2f} s")
+        print(f"  warm (the stack's index cache, {cached:,} B): {warm:7.2f} s")
+        verdict = "within" if cold / warm >= GOAL else "UNDER"
+        print(f"  ratio cold/warm: {cold / warm:.1f}x  (goal >= {GOAL:.0f}x: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
