@@ -95,6 +95,7 @@ lldb_server = LldbServer(
     "lldb-server",
     LldbServerArgs(
         node_address=config.target_node_address,
+        listen_all=config.lldb_server_listen_all,
         ssh_user=config.ssh_user,
         ssh_private_key=pulumi.Output.secret(config.ssh_private_key) if config.ssh_private_key else None,
         pod=target.pod_name,

@@ -7,12 +7,13 @@ target = the unstripped ELF, attach, a breakpoint by name (which makes lldb inde
 backtrace. Cold: an empty index cache and module cache. Warm: the same again, the caches filled.
 Goal: warm at least 5x faster than cold.
 
-    .venv/bin/python bench/attach_latency.py [translation units, default 200]
+    .venv/bin/python bench/attach_latency.py [translation units, default 200] [folder to keep the ELF in]
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,10 +50,17 @@ def session(elf: Path, pid: int, port: int, cache: Path, home: Path) -> tuple[fl
 
 def main() -> None:
     units = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    kept = Path(sys.argv[2]) if len(sys.argv) > 2 else None
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         start = time.perf_counter()
-        elf = build_debug_elf(work, units)
+        if kept and (kept / f"envoy-{units}").exists():
+            elf = kept / f"envoy-{units}"
+        else:
+            elf = build_debug_elf(work, units)
+            if kept:
+                kept.mkdir(parents=True, exist_ok=True)
+                elf = Path(shutil.copy2(elf, kept / f"envoy-{units}"))
         built = time.perf_counter() - start
         stripped = work / "stripped" / "envoy"
         stripped.parent.mkdir()

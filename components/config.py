@@ -89,6 +89,7 @@ class StackConfig:
     target_node_name: str | None
     mode: str
     lldb_server_port: int
+    lldb_server_listen_all: bool
     app_uid: int
 
     @property
@@ -248,7 +249,7 @@ KEYS = (
     "istioVersion", "workDir", "sourceRepository", "builderImage", "buildEnvoy", "bazelBuildArgs",
     "stripTargetBinary", "dockerNetwork", "dockerNetworkSubnet", "registryHost", "registryPort", "nodes", "sshUser",
     "sshPrivateKey", "namespace", "workload", "targetNodeAddress", "targetNodeName", "mode",
-    "lldbServerPort", "appUid", "createNamespace", "proxyMemory", "proxyMemoryLimit",
+    "lldbServerPort", "lldbServerListenAll", "appUid", "createNamespace", "proxyMemory", "proxyMemoryLimit",
 )
 MODES = ("attach", "startup")
 PORT = "an integer port from 1 to 65535"
@@ -358,6 +359,7 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         "ports after it are lldb-server's gdbserver ports, which it accepts only in "
         f"{USER_PORT_RANGE[0]}-{USER_PORT_RANGE[1]}",
     )
+    lldb_server_listen_all = r.boolean("lldbServerListenAll")
     app_uid = r.integer("appUid", 1, 2**31 - 1, "an integer uid from 1 to 2147483647")
     if app_uid == ISTIO_PROXY_UID:
         r.problem("appUid", str(app_uid), f"expected a uid other than {ISTIO_PROXY_UID}, which is istio-proxy's own")
@@ -386,7 +388,7 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         ssh_private_key=ssh_private_key, namespace=namespace, create_namespace=create_namespace,
         workload=workload, proxy_memory=proxy_memory, proxy_memory_limit=proxy_memory_limit,
         target_node_address=target_node_address, target_node_name=target_node_name, mode=mode,
-        lldb_server_port=lldb_server_port, app_uid=app_uid,
+        lldb_server_port=lldb_server_port, lldb_server_listen_all=lldb_server_listen_all, app_uid=app_uid,
     )
 
 

@@ -35,12 +35,18 @@ def render_node_script(parameters: Mapping[str, str | int], *bodies: str) -> str
     return assignments + "".join(bodies)
 
 
-def node_parameters(*, pod: str, process_name: str, listen_address: str, ports: DebuggerPorts,
+# lldb-server platform runs any command it is asked to, as root on the node: bind every address only
+# when lldbServerListenAll says so, and say so in the resource, where the policy pack can see it.
+LISTEN_ALL_ADDRESS = "0.0.0.0"
+
+
+def node_parameters(*, pod: str, process_name: str, node_address: str, listen_all: bool, ports: DebuggerPorts,
                     instance: str) -> dict[str, str | int]:
     return {
         "POD_NAME": pod,
         "PROCESS_NAME": process_name,
-        "LISTEN_ADDRESS": listen_address,
+        "LISTEN_ADDRESS": LISTEN_ALL_ADDRESS if listen_all else node_address,
+        "LISTEN_ALL": "true" if listen_all else "false",
         "PLATFORM_PORT": ports.platform,
         "GDBSERVER_ARGS": " ".join(ports.lldb_server_args(20)),
         "GDBSERVER_ARGS_BEFORE_LLDB20": " ".join(ports.lldb_server_args(19)),
@@ -68,6 +74,7 @@ def shell_as_root(user: str) -> str:
 @dataclass
 class LldbServerArgs:
     node_address: str
+    listen_all: bool
     ssh_user: str
     ssh_private_key: pulumi.Input[str] | None
     pod: pulumi.Input[str]
@@ -85,8 +92,8 @@ class LldbServer(pulumi.ComponentResource):
     def __init__(self, name: str, args: LldbServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:lldb_server:LldbServer", name, None, opts)
         parameters = pulumi.Output.from_input(args.pod).apply(
-            lambda pod: node_parameters(pod=pod, process_name=args.process_name, listen_address=args.node_address,
-                                        ports=args.ports, instance=args.instance)
+            lambda pod: node_parameters(pod=pod, process_name=args.process_name, node_address=args.node_address,
+                                        listen_all=args.listen_all, ports=args.ports, instance=args.instance)
         )
         server = remote.Command(
             f"{name}-platform",

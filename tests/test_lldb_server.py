@@ -223,6 +223,21 @@ def test_server_binds_the_node_address_only_on_the_declared_ports(node, binaries
         assert delete(node, inputs).returncode == 0
 
 
+def test_listen_all_binds_every_address_only_when_set(node, binaries):
+    inputs, outputs = rendered("lldbServerListenAll=true")
+    assert outputs["connectUrl"] == f"connect://127.0.0.1:{outputs['debuggerPorts'][0]}"
+    with pod(POD, binaries):
+        assert create(node, inputs).returncode == 0
+        listening = {line.split()[3] for line in on_node(node, "ss -Hltn").stdout.splitlines()}
+        assert listening == {f"0.0.0.0:{outputs['debuggerPorts'][0]}"}
+        assert delete(node, inputs).returncode == 0
+        # The same address without the setting (a hand-edited or stale script) is refused.
+        tampered = {**inputs, "stdin": inputs["stdin"].replace("LISTEN_ALL='true'", "LISTEN_ALL='false'")}
+        refused = create(node, tampered)
+    assert refused.returncode == 1
+    assert "refusing to serve every address (0.0.0.0) without lldbServerListenAll" in refused.stderr
+
+
 # --- the cases that must fail clearly ----------------------------------------------------------------------
 
 

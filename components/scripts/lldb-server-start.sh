@@ -8,7 +8,7 @@
 set -euo pipefail
 
 : "${POD_NAME:?}" "${PROCESS_NAME:?}" "${LISTEN_ADDRESS:?}" "${PLATFORM_PORT:?}" "${STATE_DIR:?}" "${INSTANCE:?}"
-: "${GDBSERVER_ARGS:?}" "${GDBSERVER_ARGS_BEFORE_LLDB20:?}" "${LLDB_SERVER:?}"
+: "${GDBSERVER_ARGS:?}" "${GDBSERVER_ARGS_BEFORE_LLDB20:?}" "${LLDB_SERVER:?}" "${LISTEN_ALL:?}"
 
 die() {
   echo "lldb-server: $*" >&2
@@ -18,6 +18,12 @@ die() {
 listening() {
   ss -Hltn "sport = :$PLATFORM_PORT" 2>/dev/null | grep -q .
 }
+
+case "$LISTEN_ADDRESS" in
+  0.0.0.0 | '*' | :: | '[::]')
+    [ "$LISTEN_ALL" = true ] || die "refusing to serve every address ($LISTEN_ADDRESS) without lldbServerListenAll"
+    ;;
+esac
 
 # The pod's process: named PROCESS_NAME, in a UTS namespace whose hostname is the pod's, and running
 # from the debug image (the pod's other containers share its hostname but not its lldb-server).
