@@ -17,13 +17,14 @@ TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd
 	ip:iproute2 unshare:util-linux nsenter:util-linux git:git readelf:binutils objcopy:binutils \
 	cc:gcc g++:g++ patchelf:patchelf
 
-.PHONY: help up preview destroy test lint bench deps system-deps pulumi-cli stack-select
+.PHONY: help up preview destroy test lint bench deps system-deps pulumi-cli stack-select stack
 
 help:
 	@echo "make up       venv, dependencies, file backend, the '$(STACK)' stack, then pulumi up"
 	@echo "make test     install what the tests need (Debian and PyPI packages), then run them"
 	@echo "make preview  pulumi preview --diff of the selected stack     (STACK=name to choose)"
 	@echo "make destroy  pulumi destroy (keeps the source, the bazel cache and the registry data)"
+	@echo "make stack NAME=alice [WORK_DIR=…]  a developer stack of your own, from the dev stack's values"
 	@echo "make lint     ruff;  make bench  the benchmarks under bench/"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -59,6 +60,15 @@ pulumi-cli:
 stack-select: deps pulumi-cli
 	@$(PULUMI) stack select $(STACK) 2>/dev/null || \
 		$(PULUMI) stack init $(STACK) --secrets-provider passphrase
+
+# A developer's own stack: its config file with values no other stack file uses, then the stack itself
+# (passphrase secrets, the file backend). Afterwards: STACK=$(NAME) make up.
+WORK_DIR ?= $(HOME)/istio-testing-$(NAME)
+stack: deps pulumi-cli
+	@[ -n "$(NAME)" ] || { echo "usage: make stack NAME=<your name> [WORK_DIR=/abs/folder]"; exit 2; }
+	$(VENV)/bin/python tools/new_stack.py "$(NAME)" --work-dir "$(WORK_DIR)"
+	$(PULUMI) stack init "$(NAME)" --secrets-provider passphrase
+	@echo "now: STACK=$(NAME) make preview   (set registryHost, nodes, sshPrivateKey with pulumi config set --stack $(NAME))"
 
 up: stack-select
 	$(PULUMI) up --stack $(STACK)

@@ -102,7 +102,12 @@ def _fake_outputs(typ: str, name: str, inputs: dict) -> dict:
 
 
 def _plain(value: Any) -> Any:
-    """Resource inputs as JSON data (secrets arrive wrapped in a signature envelope)."""
+    """Resource inputs as JSON data (secrets arrive wrapped in a signature envelope; values not known
+    until an update show as "<unknown>", as a preview prints them)."""
+    from pulumi.output import Unknown
+
+    if isinstance(value, Unknown):
+        return "<unknown>"
     if isinstance(value, dict):
         if "4dabf18193072939515e22adb298388d" in value and "value" in value:
             return {"secret": _plain(value["value"])}
@@ -160,6 +165,8 @@ def evaluate(stack: str = "dev", overrides: dict[str, str | None] | None = None,
     run_program()
     for resource in resources:
         resource["options"] = options.get(resource["name"], {})
+    # Registration order depends on how the event loop interleaves outputs; the graph does not.
+    resources.sort(key=lambda r: (r["type"], r["name"]))
     return {"resources": resources, "outputs": _plain(outputs)}
 
 
