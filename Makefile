@@ -15,7 +15,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian packages the tests drive for real: tool:package.
 TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd shellcheck:shellcheck \
 	ip:iproute2 unshare:util-linux nsenter:util-linux git:git readelf:binutils objcopy:binutils \
-	cc:gcc g++:g++ patchelf:patchelf
+	cc:gcc g++:g++ patchelf:patchelf setpriv:util-linux ss:iproute2 pgrep:procps faketime:faketime
 
 .PHONY: help up preview destroy test lint bench deps system-deps pulumi-cli stack-select stack
 
