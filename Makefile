@@ -17,12 +17,13 @@ TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd
 	ip:iproute2 unshare:util-linux nsenter:util-linux git:git readelf:binutils objcopy:binutils \
 	cc:gcc g++:g++ patchelf:patchelf setpriv:util-linux ss:iproute2 pgrep:procps faketime:faketime
 
-.PHONY: help up preview destroy test lint bench deps system-deps pulumi-cli stack-select stack
+.PHONY: help up preview preview-policy destroy test lint bench deps system-deps pulumi-cli stack-select stack
 
 help:
 	@echo "make up       venv, dependencies, file backend, the '$(STACK)' stack, then pulumi up"
 	@echo "make test     install what the tests need (Debian and PyPI packages), then run them"
 	@echo "make preview  pulumi preview --diff of the selected stack     (STACK=name to choose)"
+	@echo "make preview-policy  the same, checked by the policy pack (policy/)"
 	@echo "make destroy  pulumi destroy (keeps the source, the bazel cache and the registry data)"
 	@echo "make stack NAME=alice [WORK_DIR=…]  a developer stack of your own, from the dev stack's values"
 	@echo "make lint     ruff;  make bench  the benchmarks under bench/"
@@ -75,6 +76,11 @@ up: stack-select
 
 preview: stack-select
 	$(PULUMI) preview --diff --stack $(STACK)
+
+# The policy pack (policy/) on a preview: every resource against the project's safety rules. The CLI makes
+# policy/venv from policy/requirements.txt on first use.
+preview-policy: stack-select
+	$(PULUMI) preview --diff --stack $(STACK) --policy-pack policy
 
 destroy: stack-select
 	$(PULUMI) destroy --stack $(STACK)

@@ -1,0 +1,473 @@
+"""The CrossGuard policy pack (policy/): each policy passes and fails where it should, every resource the real
+program makes passes every policy, a tampered copy fails the right one, and the pack itself answers the
+engine's gRPC calls as the CLI would make them.
+
+The validators are called directly, without the pack (building a PolicyPack starts its gRPC server and
+blocks), with the properties shaped as the engine hands them over: secrets unwrapped, unknown values as
+the engine's sentinels, everything behind pulumi_policy's unknown-checking proxies.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import re
+import select
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import yaml
+from google.protobuf import empty_pb2, json_format, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyCustomTimeouts,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+)
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
+
+from policy import policies
+from tests.conftest import ROOT, evaluate, resource
+
+POLICY_DIR = ROOT / "policy"
+LLDB, PRIVILEGED, DIGEST = policies.LLDB_SERVER_POLICY, policies.PRIVILEGED_POLICY, policies.DIGEST_POLICY
+DIGEST_REF = "192.168.122.1:5000/proxyv2@sha256:" + "d" * 64
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+SECRET_VALUE_SIG = "1b47061264138c4ac30d75fd1eb44270"
+# The program's own evaluations: attach (dev as committed), startup, and lldb-server on every address.
+PROGRAM_VARIANTS = {
+    "attach": (),
+    "startup": ("mode=startup",),
+    "listen-all": ("lldbServerListenAll=true",),
+}
+
+
+def engine_props(inputs: dict) -> dict:
+    """The harness's JSON inputs as the engine passes them to a policy: secrets unwrapped, "<unknown>"
+    (a preview's value not known yet) as the engine's sentinel."""
+    if isinstance(inputs, dict):
+        if set(inputs) == {"secret"}:
+            return engine_props(inputs["secret"])
+        return {k: engine_props(v) for k, v in inputs.items()}
+    if isinstance(inputs, list):
+        return [engine_props(v) for v in inputs]
+    if inputs == "<unknown>":
+        return UNKNOWN_STRING_VALUE
+    return inputs
+
+
+def violations(policy: ResourceValidationPolicy, resource_type: str, props: dict, name: str = "r") -> list[str]:
+    """What `policy` reports for one resource, called as the analyzer calls it."""
+    opts = PolicyResourceOptions(False, [], None, [], PolicyCustomTimeouts(0, 0, 0), [])
+    args = ResourceValidationArgs(resource_type, unknown_checking_proxy(engine_props(props)),
+                                  f"urn:pulumi:dev::istio-proxy-debug::{resource_type}::{name}", name, opts, None)
+    found: list[str] = []
+    assert policy.validate(args, lambda message, urn=None: found.append(message)) is None, "validators are sync"
+    return found
+
+
+def failing(resource_type: str, props: dict) -> set[str]:
+    return {p.name for p in policies.POLICIES if violations(p, resource_type, props)}
+
+
+def program(variant: str) -> dict:
+    return evaluate("dev", *PROGRAM_VARIANTS[variant])
+
+
+def custom(evaluation: dict) -> Iterator[dict]:
+    return (r for r in evaluation["resources"] if r["custom"])
+
+
+# --- the pack's files ----------------------------------------------------------------------------------------
+
+
+def test_the_pack_is_a_python_policy_pack_pinned_to_the_tested_sdk():
+    project = yaml.safe_load((POLICY_DIR / "PulumiPolicy.yaml").read_text())
+    assert project["runtime"]["name"] == "python"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
+    pins = dict(line.split("==") for line in (POLICY_DIR / "requirements.txt").read_text().split()
+                if "==" in line)
+    assert pins["pulumi-policy"] == "1.21.0" == importlib.metadata.version("pulumi-policy")
+    program_pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().split() if "==" in line)
+    assert pins["pulumi"] == program_pins["pulumi"], "the pack and the program use one Pulumi SDK"
+
+
+def test_every_policy_is_mandatory_and_named_once():
+    names = [p.name for p in policies.POLICIES]
+    assert len(names) == len(set(names)) == 3
+    assert all(p.enforcement_level == EnforcementLevel.MANDATORY for p in policies.POLICIES)
+
+
+# --- 1. lldb-server bound to the node address ----------------------------------------------------------------
+
+
+def lldb_server(variant: str = "attach") -> dict:
+    return copy.deepcopy(resource(program(variant), "lldb-server-platform"))
+
+
+def with_assignment(props: dict, name: str, value: str | None) -> dict:
+    """The command with one of its leading assignments changed (None: removed)."""
+    line = f"{name}='{value}'\n" if value is not None else ""
+    props["stdin"], count = re.subn(rf"^{name}='[^']*'\n", line, props["stdin"], count=1, flags=re.MULTILINE)
+    assert count == 1, f"{name} is not assigned in the command"
+    return props
+
+
+def remote(create: str, stdin: str | None = None) -> dict:
+    props = {"connection": {"secret": {"host": "192.168.122.55", "user": "root"}}, "create": create}
+    if stdin is not None:
+        props["stdin"] = stdin
+    return props
+
+
+def test_lldb_server_of_the_program_binds_the_node_address():
+    props = lldb_server()["inputs"]
+    assert "LISTEN_ADDRESS='192.168.122.55'\n" in props["stdin"] and "LISTEN_ALL='false'\n" in props["stdin"]
+    assert violations(LLDB, "command:remote:Command", props) == []
+
+
+def test_lldb_server_on_every_address_passes_only_with_the_marker():
+    props = lldb_server("listen-all")["inputs"]
+    assert "LISTEN_ADDRESS='0.0.0.0'\n" in props["stdin"] and "LISTEN_ALL='true'\n" in props["stdin"]
+    assert violations(LLDB, "command:remote:Command", props) == []
+    without = violations(LLDB, "command:remote:Command", with_assignment(copy.deepcopy(props), "LISTEN_ALL", "false"))
+    # Both readings see it: the assignment, and the script's `--listen "$LISTEN_ADDRESS:$PLATFORM_PORT"`.
+    assert len(without) == 2
+    assert "LISTEN_ADDRESS='0.0.0.0' binds every address" in without[0]
+    assert "lldb-server platform --listen '0.0.0.0:2159' binds every address" in without[1]
+    assert violations(LLDB, "command:remote:Command", with_assignment(props, "LISTEN_ALL", None))
+
+
+@pytest.mark.parametrize("wildcard", ["0.0.0.0", "*", "::", "[::]", "", "0", "0:0:0:0:0:0:0:0"])
+def test_every_spelling_of_every_address_fails_without_the_marker(wildcard):
+    props = with_assignment(lldb_server()["inputs"], "LISTEN_ADDRESS", wildcard)
+    assert violations(LLDB, "command:remote:Command", props)
+
+
+@pytest.mark.parametrize("address", ["192.168.122.55", "10.0.0.7", "fd00::55", "[fd00::55]", "node-1.lab"])
+def test_a_single_address_passes(address):
+    props = with_assignment(lldb_server()["inputs"], "LISTEN_ADDRESS", address)
+    assert violations(LLDB, "command:remote:Command", props) == []
+
+
+def test_an_address_the_policy_cannot_read_fails():
+    props = with_assignment(lldb_server()["inputs"], "LISTEN_ADDRESS", "$(hostname -I)")
+    assert any("not a literal address" in v for v in violations(LLDB, "command:remote:Command", props))
+
+
+WALKTHROUGH = "nsenter -t $ENVOY_PID -u -p -m lldb-server platform --server --listen *:2159"
+
+
+@pytest.mark.parametrize("create", [
+    WALKTHROUGH,                                                                  # the walkthrough's own S8
+    "lldb-server platform --server --listen=0.0.0.0:2159",
+    "lldb-server-14 platform --server -L '[::]:2159'",
+    "/opt/lldb-server/bin/lldb-server p --server -L:2159",
+    "lldb-server platform --server --li 2159",                                   # a bare port: every address
+    "lldb-server platform --server -listen '*:2159'",                             # getopt_long_only
+    "lldb-server platform --server --listen 0.0.0 --listen .0:2159",              # values are joined
+    "bash -c 'nsenter -t 1 -m -- lldb-server platform --server --listen \"*:2159\"'",
+    "ssh root@192.168.122.55 \"lldb-server platform --server --listen 0.0.0.0:2159 </dev/null >log 2>&1 &\"",
+    "setsid lldb-server platform --server \\\n  --listen tcp://0.0.0.0:2159",     # a continued line
+    "ADDR=0.0.0.0\n\"$LLDB\" platform --server --listen \"$ADDR:2159\"",          # through variables
+    "lldb-server platform --server --listen \"$NODE:2159\"",                      # an address it cannot read
+    "lldb-server gdbserver *:2160 --attach 15",                                   # a gdbserver on its own
+])
+def test_a_command_that_runs_lldb_server_on_every_address_fails(create):
+    assert violations(LLDB, "command:remote:Command", remote(create)), create
+    assert violations(LLDB, "command:local:Command", {"create": "bash -s", "stdin": create}), create
+
+
+@pytest.mark.parametrize("create", [
+    "lldb-server platform --server --listen 192.168.122.55:2159",
+    "lldb-server platform --server --listen '[fd00::55]:2159' --gdbserver-port 2160",
+    "lldb-server platform --server --listen unix:///run/lldb.sock",
+    "LISTEN_ALL='true'\nlldb-server platform --server --listen '*:2159'",         # said on purpose
+    "# was: lldb-server platform --server --listen *:2159\nlldb-server platform --server --listen 10.0.0.7:2159",
+    "lldb-server gdbserver --reverse-connect 192.168.122.1:2160 --attach 15",
+    "echo 'lldb-server platform listens on *:2159'",
+    "lldb-server version",
+])
+def test_a_command_that_binds_one_address_or_says_so_passes(create):
+    assert violations(LLDB, "command:remote:Command", remote(create)) == [], create
+
+
+def test_a_listen_all_marker_that_is_not_true_everywhere_does_not_count():
+    stdin = "LISTEN_ALL='true'\nLISTEN_ALL='false'\nLISTEN_ADDRESS='0.0.0.0'\n"
+    assert violations(LLDB, "command:remote:Command", remote("bash -s", stdin))
+
+
+def test_other_resources_are_not_the_lldb_policys_business():
+    assert violations(LLDB, "docker:index/container:Container", {"name": "x", "command": [WALKTHROUGH]}) == []
+
+
+# --- 2. privileged only where a step needs it ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["istio-proxy-builder", "lldb-vscode-server", "istio-proxy-builder-alice",
+                                  "lldb-vscode-server-ci"])
+def test_the_builder_and_the_debugger_may_be_privileged(name):
+    assert violations(PRIVILEGED, policies.DOCKER_CONTAINER, {"name": name, "privileged": True}) == []
+
+
+@pytest.mark.parametrize("name", ["image-registry", "fortio", "istio-proxy-builder2", "my-lldb-vscode-server",
+                                  None])
+def test_any_other_privileged_docker_container_fails(name):
+    props = {"privileged": True, **({"name": name} if name else {})}
+    assert violations(PRIVILEGED, policies.DOCKER_CONTAINER, props)
+    assert violations(PRIVILEGED, policies.DOCKER_CONTAINER, {**props, "privileged": False}) == []
+
+
+def test_the_programs_docker_containers_are_privileged_only_for_the_builder_and_the_debugger():
+    containers = [r for r in program("attach")["resources"] if r["type"] == policies.DOCKER_CONTAINER]
+    privileged = {r["inputs"]["name"] for r in containers if r["inputs"].get("privileged")}
+    assert privileged == {"istio-proxy-builder", "lldb-vscode-server"}
+    registry = copy.deepcopy(resource(program("attach"), "registry-container")["inputs"])
+    assert violations(PRIVILEGED, policies.DOCKER_CONTAINER, registry) == []
+    registry["privileged"] = True
+    assert violations(PRIVILEGED, policies.DOCKER_CONTAINER, registry)
+
+
+def pod_spec(containers: list[dict], init: list[dict] | None = None) -> dict:
+    return {"containers": containers, **({"initContainers": init} if init else {})}
+
+
+WORKLOADS = {
+    "kubernetes:apps/v1:StatefulSet": lambda spec: {"spec": {"template": {"metadata": {}, "spec": spec}}},
+    "kubernetes:apps/v1:Deployment": lambda spec: {"spec": {"template": {"metadata": {}, "spec": spec}}},
+    "kubernetes:apps/v1:DaemonSet": lambda spec: {"spec": {"template": {"metadata": {}, "spec": spec}}},
+    "kubernetes:batch/v1:CronJob": lambda spec: {"spec": {"jobTemplate": {"spec": {"template": {"spec": spec}}}}},
+    "kubernetes:core/v1:Pod": lambda spec: {"metadata": {}, "spec": spec},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WORKLOADS))
+def test_no_kubernetes_workload_has_a_privileged_container(kind):
+    plain = {"name": "app", "image": "docker.io/fortio/fortio"}
+    privileged = {**plain, "securityContext": {"privileged": True}}
+    ptrace = {**plain, "securityContext": {"privileged": False, "capabilities": {"add": ["SYS_PTRACE"]}}}
+    assert violations(PRIVILEGED, kind, WORKLOADS[kind](pod_spec([plain, ptrace]))) == []
+    assert violations(PRIVILEGED, kind, WORKLOADS[kind](pod_spec([plain, privileged])))
+    assert violations(PRIVILEGED, kind, WORKLOADS[kind](pod_spec([plain], init=[privileged])))
+
+
+def test_startup_mode_ptraces_without_privilege():
+    statefulset = copy.deepcopy(resource(program("startup"), "target-statefulset")["inputs"])
+    spec = statefulset["spec"]["template"]["spec"]
+    proxy = next(c for c in spec["containers"] if c["name"] == "istio-proxy")
+    assert proxy["securityContext"]["capabilities"]["add"] == ["SYS_PTRACE"]
+    assert violations(PRIVILEGED, "kubernetes:apps/v1:StatefulSet", statefulset) == []
+    proxy["securityContext"]["privileged"] = True
+    assert violations(PRIVILEGED, "kubernetes:apps/v1:StatefulSet", statefulset)
+
+
+# --- 3. the debug image by digest ----------------------------------------------------------------------------
+
+
+def statefulset(variant: str) -> dict:
+    return copy.deepcopy(resource(program(variant), "target-statefulset")["inputs"])
+
+
+def test_attach_mode_names_the_debug_image_by_digest():
+    props = statefulset("attach")
+    assert props["spec"]["template"]["metadata"]["annotations"]["sidecar.istio.io/proxyImage"] == DIGEST_REF
+    assert violations(DIGEST, "kubernetes:apps/v1:StatefulSet", props) == []
+
+
+@pytest.mark.parametrize("image", [
+    "192.168.122.1:5000/proxyv2:debug",
+    "docker.io/istio/proxyv2:1.17.2",
+    "192.168.122.1:5000/proxyv2@sha256:" + "d" * 63,
+    "192.168.122.1:5000/proxyv2@sha256:" + "D" * 64,
+    "192.168.122.1:5000/proxyv2",
+    "",
+])
+def test_a_proxy_image_annotation_not_by_digest_fails(image):
+    props = statefulset("attach")
+    props["spec"]["template"]["metadata"]["annotations"]["sidecar.istio.io/proxyImage"] = image
+    assert violations(DIGEST, "kubernetes:apps/v1:StatefulSet", props)
+
+
+def test_attach_mode_istio_proxy_may_only_say_auto_or_a_digest():
+    props = statefulset("attach")
+    proxy = next(c for c in props["spec"]["template"]["spec"]["containers"] if c["name"] == "istio-proxy")
+    assert proxy["image"] == "auto"
+    proxy["image"] = DIGEST_REF
+    assert violations(DIGEST, "kubernetes:apps/v1:StatefulSet", props) == []
+    proxy["image"] = "docker.io/istio/proxyv2:1.17.2"  # would override the injector's proxyImage
+    assert violations(DIGEST, "kubernetes:apps/v1:StatefulSet", props)
+
+
+def test_startup_mode_runs_istio_proxy_and_istio_init_by_digest():
+    props = statefulset("startup")
+    spec = props["spec"]["template"]["spec"]
+    assert {c["name"]: c["image"] for c in spec["containers"] + spec["initContainers"]
+            if c["name"] in policies.SIDECAR_CONTAINERS} == {"istio-proxy": DIGEST_REF, "istio-init": DIGEST_REF}
+    assert violations(DIGEST, "kubernetes:apps/v1:StatefulSet", props) == []
+
+
+@pytest.mark.parametrize("field,name", [("containers", "istio-proxy"), ("initContainers", "istio-init")])
+@pytest.mark.parametrize("image", ["192.168.122.1:5000/proxyv2:debug", "auto"])
+def test_startup_mode_sidecar_containers_by_tag_fail(field, name, image):
+    props = statefulset("startup")
+    container = next(c for c in props["spec"]["template"]["spec"][field] if c["name"] == name)
+    container["image"] = image  # "auto": nobody injects this pod, so nobody replaces it
+    found = violations(DIGEST, "kubernetes:apps/v1:StatefulSet", props)
+    assert len(found) == 1 and repr(name) in found[0]
+
+
+def test_workloads_without_istio_containers_are_not_the_digest_policys_business():
+    props = WORKLOADS["kubernetes:apps/v1:Deployment"](pod_spec([{"name": "app", "image": "nginx:latest"}]))
+    assert violations(DIGEST, "kubernetes:apps/v1:Deployment", props) == []
+    assert violations(DIGEST, "docker:index/container:Container", {"image": "nginx:latest"}) == []
+
+
+# --- the whole program ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", sorted(PROGRAM_VARIANTS))
+def test_every_resource_of_the_program_passes_every_policy(variant):
+    evaluation = program(variant)
+    checked = {r["type"] for r in custom(evaluation)}
+    assert {"command:remote:Command", policies.DOCKER_CONTAINER, "kubernetes:apps/v1:StatefulSet"} <= checked
+    for r in custom(evaluation):
+        for policy in policies.POLICIES:
+            assert violations(policy, r["type"], r["inputs"], r["name"]) == [], (variant, r["name"], policy.name)
+
+
+def test_every_stack_file_passes_every_policy():
+    for path in sorted(ROOT.glob("Pulumi.*.yaml")):
+        evaluation = evaluate(path.name.split(".")[1])
+        for r in custom(evaluation):
+            assert failing(r["type"], r["inputs"]) == set(), (path.name, r["name"])
+
+
+def tampered(variant: str, name: str, change) -> tuple[str, dict]:
+    r = copy.deepcopy(resource(program(variant), name))
+    change(r["inputs"])
+    return r["type"], r["inputs"]
+
+
+def _privileged_fortio(props: dict) -> None:
+    app = next(c for c in props["spec"]["template"]["spec"]["containers"] if c["name"] == "main-app")
+    app["securityContext"] = {"privileged": True}
+
+
+def _proxy_image_by_tag(props: dict) -> None:
+    annotations = props["spec"]["template"]["metadata"]["annotations"]
+    annotations["sidecar.istio.io/proxyImage"] = "192.168.122.1:5000/proxyv2:dbg"
+
+
+def _startup_proxy_by_tag(props: dict) -> None:
+    proxy = next(c for c in props["spec"]["template"]["spec"]["containers"] if c["name"] == "istio-proxy")
+    proxy["image"] = "192.168.122.1:5000/proxyv2:dbg"
+
+
+TAMPERINGS = {
+    "lldb-server on 0.0.0.0 without the marker": (
+        "attach", "lldb-server-platform", lambda p: with_assignment(p, "LISTEN_ADDRESS", "0.0.0.0"), LLDB),
+    "listen-all with the marker switched off": (
+        "listen-all", "lldb-server-platform", lambda p: with_assignment(p, "LISTEN_ALL", "false"), LLDB),
+    "a privileged fortio container": ("attach", "target-statefulset", _privileged_fortio, PRIVILEGED),
+    "a privileged registry": ("attach", "registry-container", lambda p: p.update(privileged=True), PRIVILEGED),
+    "proxyImage by tag": ("attach", "target-statefulset", _proxy_image_by_tag, DIGEST),
+    "startup istio-proxy by tag": ("startup", "target-statefulset", _startup_proxy_by_tag, DIGEST),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERINGS))
+def test_a_tampered_resource_fails_exactly_the_policy_it_breaks(case):
+    variant, name, change, policy = TAMPERINGS[case]
+    resource_type, props = tampered(variant, name, change)
+    assert failing(resource_type, props) == {policy.name}
+
+
+def test_a_preview_leaves_unknown_values_to_the_engine_and_reports_no_violation():
+    """In a preview the debug image's digest (and so proxyImage and lldb-server's command) is not known yet:
+    the validator stops with UnknownValueError, which the engine reports as not checkable in this preview."""
+    evaluation = evaluate("dev", preview=True)
+    unknown = set()
+    for r in custom(evaluation):
+        for policy in policies.POLICIES:
+            try:
+                assert violations(policy, r["type"], r["inputs"], r["name"]) == [], (r["name"], policy.name)
+            except UnknownValueError:
+                unknown.add((r["name"], policy.name))
+    assert ("target-statefulset", DIGEST.name) in unknown
+
+
+# --- the pack as the CLI runs it -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    """policy/__main__.py started as the CLI starts it: it prints its gRPC port, then serves."""
+    server = subprocess.Popen([sys.executable, str(POLICY_DIR / "__main__.py")], cwd=POLICY_DIR,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([server.stdout], [], [], 60)
+        assert ready, "the pack printed no port within 60 s"
+        port = server.stdout.readline().strip()
+        assert port.isdigit(), f"the pack printed {port!r}; stderr: {server.stderr.read() if server.poll() else ''}"
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            yield analyzer_pb2_grpc.AnalyzerStub(channel)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def wire(value):
+    """The harness's inputs as the engine sends them: secrets in their signature envelope, unknowns as the
+    engine's sentinels."""
+    if isinstance(value, dict):
+        if set(value) == {"secret"}:
+            return {SECRET_SIG: SECRET_VALUE_SIG, "value": wire(value["secret"])}
+        return {k: wire(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [wire(v) for v in value]
+    return UNKNOWN_STRING_VALUE if value == "<unknown>" else value
+
+
+def analyze(stub, r: dict) -> list:
+    properties = struct_pb2.Struct()
+    json_format.ParseDict(wire(r["inputs"]), properties)
+    request = analyzer_pb2.AnalyzeRequest(type=r["type"], properties=properties, name=r["name"],
+                                          urn=f"urn:pulumi:dev::istio-proxy-debug::{r['type']}::{r['name']}")
+    return list(stub.Analyze(request).diagnostics)
+
+
+def test_the_pack_declares_its_policies_mandatory(analyzer):
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == policies.PACK_NAME
+    assert {p.name: p.enforcementLevel for p in info.policies} == {
+        p.name: analyzer_pb2.MANDATORY for p in policies.POLICIES
+    }
+
+
+def test_the_pack_passes_the_program_and_stops_a_tampered_resource(analyzer):
+    for variant in PROGRAM_VARIANTS:
+        for r in custom(program(variant)):
+            assert analyze(analyzer, r) == [], (variant, r["name"])
+    for case, (variant, name, change, policy) in TAMPERINGS.items():
+        r = copy.deepcopy(resource(program(variant), name))
+        change(r["inputs"])
+        diagnostics = analyze(analyzer, r)
+        assert diagnostics, case
+        assert {(d.policyName, d.enforcementLevel) for d in diagnostics} == {
+            (policy.name, analyzer_pb2.MANDATORY)
+        }, case
+
+
+def test_in_a_preview_the_pack_blocks_nothing_it_cannot_know(analyzer):
+    advisory = []
+    for r in custom(evaluate("dev", preview=True)):
+        for d in analyze(analyzer, r):
+            assert d.enforcementLevel == analyzer_pb2.ADVISORY and "during preview" in d.message, (r["name"], d)
+            advisory.append((r["name"], d.policyName))
+    assert ("target-statefulset", DIGEST.name) in advisory
