@@ -15,7 +15,8 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # Debian packages the tests drive for real: tool:package.
 TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd shellcheck:shellcheck \
 	ip:iproute2 unshare:util-linux nsenter:util-linux git:git readelf:binutils objcopy:binutils \
-	cc:gcc g++:g++ patchelf:patchelf setpriv:util-linux ss:iproute2 pgrep:procps faketime:faketime
+	cc:gcc g++:g++ patchelf:patchelf setpriv:util-linux ss:iproute2 pgrep:procps faketime:faketime \
+	ctr:containerd docker-registry:docker-registry skopeo:skopeo flock:util-linux
 
 .PHONY: help up preview preview-policy destroy test lint bench deps system-deps pulumi-cli stack-select stack
 
@@ -42,6 +43,9 @@ system-deps:
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@# Debian's docker-registry starts a registry on :5000 where systemd runs; the tests start their own.
+	@if [ -d /run/systemd/system ] && systemctl is-active -q docker-registry 2>/dev/null; then \
+		$(SUDO) systemctl disable --now docker-registry; fi
 
 test: system-deps deps
 	$(VENV)/bin/python -m pytest -q

@@ -6,6 +6,7 @@ import pulumi
 
 from components.builder import Builder, BuilderArgs
 from components.config import load_config
+from components.containerd_mirror import ContainerdMirror, ContainerdMirrorArgs
 from components.debug_image import DebugImage, DebugImageArgs
 from components.debugger import Debugger, DebuggerArgs
 from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
@@ -16,6 +17,7 @@ from components.target import PROXY_WAIT_COMMAND, Target, TargetArgs
 from components.workspace import Workspace, WorkspaceArgs, WorkspaceLayout
 
 config = load_config()
+ssh_private_key = pulumi.Output.secret(config.ssh_private_key) if config.ssh_private_key else None
 layout = WorkspaceLayout(config.work_dir)
 
 workspace = Workspace(
@@ -75,6 +77,16 @@ debugger = Debugger(
         layout=layout,
     ),
 )
+containerd_mirror = ContainerdMirror(
+    "containerd-mirror",
+    ContainerdMirrorArgs(
+        nodes=config.nodes,
+        ssh_user=config.ssh_user,
+        ssh_private_key=ssh_private_key,
+        registry_host=config.registry_host,
+        registry_port=config.registry_port,
+    ),
+)
 target = Target(
     "target",
     TargetArgs(
@@ -90,6 +102,8 @@ target = Target(
         proxy_memory=config.proxy_memory,
         proxy_memory_limit=config.proxy_memory_limit,
     ),
+    # The nodes must be able to pull the debug image before the pod asks for it.
+    opts=pulumi.ResourceOptions(depends_on=[containerd_mirror]),
 )
 lldb_server = LldbServer(
     "lldb-server",
@@ -97,7 +111,7 @@ lldb_server = LldbServer(
         node_address=config.target_node_address,
         listen_all=config.lldb_server_listen_all,
         ssh_user=config.ssh_user,
-        ssh_private_key=pulumi.Output.secret(config.ssh_private_key) if config.ssh_private_key else None,
+        ssh_private_key=ssh_private_key,
         pod=target.pod_name,
         # attach: the running Envoy; startup: istio-proxy's waiting process, in whose namespaces Envoy will run.
         process_name="envoy" if config.mode == "attach" else posixpath.basename(PROXY_WAIT_COMMAND),
@@ -127,6 +141,7 @@ pulumi.export("debugImageEnvoyBytes", debug_image.shipped_envoy_bytes)
 pulumi.export("debuggerContainer", debugger.container_name)
 pulumi.export("debuggerAttachConfig", debugger.attach_config)
 pulumi.export("debuggerAttachConfigPath", debugger.attach_config_path)
+pulumi.export("containerdMirror", containerd_mirror.summaries)
 pulumi.export("connectUrl", lldb_server.connect_url)
 pulumi.export("debuggerPorts", list(config.debugger_ports.all))
 pulumi.export("launchJson", launch.launch_json)

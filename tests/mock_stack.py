@@ -94,6 +94,8 @@ def _fake_outputs(typ: str, name: str, inputs: dict) -> dict:
     if typ == "command:local:Command" and name == "debug-image-build":
         repository = inputs["environment"]["IMAGE"].rsplit(":", 1)[0]
         return {"stdout": f"Step 1/3 ...\n{repository}@{FAKE_IMAGE_DIGEST}\n"}
+    if typ == "command:remote:Command" and name.startswith("containerd-mirror-"):
+        return {"stdout": "192.168.122.1:5000: hosts.toml in /etc/containerd/certs.d (no restart)\n"}
     if typ == "command:remote:Command" and name == "lldb-server-platform":
         return {"stdout": f"{WALKTHROUGH_ENVOY_PID}\n"}
     if typ == "command:local:Command" and name == "debugger-image":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,9 @@ def physical(evaluation: dict) -> set[tuple]:
                 found.add(("image", environment["IMAGE"]))
             elif "IMAGE" in environment:
                 found.add(("image-tag", environment["IMAGE"]))
+        elif kind == "command:remote:Command" and r["name"].startswith("containerd-mirror-"):
+            registry = re.search(r"^REGISTRY=(\S+)$", shlex.split(inputs["create"])[-1], flags=re.MULTILINE)
+            found.add(("node-registry-entry", inputs["connection"]["secret"]["host"], registry.group(1)))
         elif kind == "command:remote:Command" and "LISTEN_ADDRESS" in inputs.get("stdin", ""):
             params = assignments(inputs["stdin"])
             node = params["LISTEN_ADDRESS"]
@@ -103,7 +107,8 @@ def test_two_developer_stacks_share_nothing_that_is_not_shared_by_design(tmp_pat
     bob = physical(evaluate("bob", *overrides(made["bob"])))
     dev = physical(evaluate("dev"))
     assert {k[0] for k in alice} >= {"container", "network", "subnet", "host-port", "host-path", "kubernetes",
-                                     "node-port", "node-file", "image-tag"}, "every kind of thing is compared"
+                                     "node-port", "node-file", "image-tag", "node-registry-entry"}, \
+        "every kind of thing is compared"
     for one, other in [(alice, bob), (alice, dev), (bob, dev)]:
         shared = {thing for thing in one & other if thing[0] not in SHARED_BY_DESIGN_KINDS} - SHARED_BY_DESIGN
         assert shared == set()
