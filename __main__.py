@@ -68,6 +68,8 @@ debug_image = DebugImage(
         push_address=registry.push_address,
         pull_address=registry.pull_address,
     ),
+    # The push needs the registry running.
+    opts=pulumi.ResourceOptions(depends_on=[registry]),
 )
 debugger = Debugger(
     "debugger",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+from components.options import child_options
 from components.workspace import CONTAINER_SOURCE_DIR, WorkspaceLayout
 
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -42,7 +43,7 @@ class Builder(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: BuilderArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:builder:Builder", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = child_options(self, opts)
         network = docker.Network(
             f"{name}-network",
             name=args.network_name,
@@ -63,7 +64,7 @@ class Builder(pulumi.ComponentResource):
             working_dir=CONTAINER_SOURCE_DIR,
             command=SLEEP_COMMAND,
             # A fixed name: the old container must go before its replacement can take the name.
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            opts=child_options(self, opts, delete_before_replace=True),
         )
         self.container_name = container.name
         self.network_name = network.name

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import local
 
+from components.options import child_options
 from components.scripts import dockerfile, key_values, script
 from components.workspace import CONTAINER_CACHE_DIR, WorkspaceLayout
 
@@ -75,7 +76,7 @@ class DebugImage(pulumi.ComponentResource):
             ),
             stdin=script("prepare-image-context.sh"),
             environment=staging_env,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child_options(self, opts),
         )
         build = local.Command(
             f"{name}-build",
@@ -92,7 +93,7 @@ class DebugImage(pulumi.ComponentResource):
             },
             # A new Envoy in the context (another build-id, or stripped or not) means a new image.
             triggers=[stage.stdout],
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child_options(self, opts),
         )
         self.shipped_envoy_bytes = stage.stdout.apply(lambda out: int(key_values(out, {"bytes"})["bytes"]))
         self.pushed_reference = build.stdout.apply(lambda out: out.strip().splitlines()[-1])

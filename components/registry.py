@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+from components.options import child_options
+
 REGISTRY_IMAGE = "registry:2"
 REGISTRY_CONTAINER_PORT = 5000
 REGISTRY_STORAGE = "/var/lib/registry"
@@ -36,7 +38,7 @@ class Registry(pulumi.ComponentResource):
     def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:registry:Registry", name, None, opts)
         image = docker.RemoteImage(
-            f"{name}-image", name=REGISTRY_IMAGE, keep_locally=True, opts=pulumi.ResourceOptions(parent=self)
+            f"{name}-image", name=REGISTRY_IMAGE, keep_locally=True, opts=child_options(self, opts)
         )
         docker.Container(
             f"{name}-container",
@@ -47,7 +49,7 @@ class Registry(pulumi.ComponentResource):
             envs=REGISTRY_ENV,
             ports=[docker.ContainerPortArgs(internal=REGISTRY_CONTAINER_PORT, external=args.port)],
             volumes=[docker.ContainerVolumeArgs(host_path=args.data_dir, container_path=REGISTRY_STORAGE)],
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            opts=child_options(self, opts, delete_before_replace=True),
         )
         self.push_address = pulumi.Output.from_input(f"localhost:{args.port}")
         self.pull_address = pulumi.Output.from_input(f"{args.pull_host}:{args.port}")

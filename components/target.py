@@ -40,6 +40,7 @@ import pulumi_kubernetes as k8s
 from components.config import memory_bytes
 from components.debug_ports import DebuggerPorts
 from components.iptables import ISTIO_PROXY_GID, ISTIO_PROXY_UID, init_command, nat_rules
+from components.options import child_options
 
 MODES = ("attach", "startup")
 DEFAULT_PROXY_MEMORY = "512Mi"
@@ -409,21 +410,21 @@ class Target(pulumi.ComponentResource):
         if args.create_namespace:
             created = k8s.core.v1.Namespace(
                 f"{name}-namespace", metadata=namespace_manifest(args.namespace)["metadata"],
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=child_options(self, opts),
             )
             namespace = created.metadata.apply(lambda m: m.name)  # orders the rest after it
         k8s.core.v1.Service(
             f"{name}-service",
             metadata={**service["metadata"], "namespace": namespace},
             spec=service["spec"],
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            opts=child_options(self, opts, delete_before_replace=True),
         )
         created_set = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
             metadata={**statefulset["metadata"], "namespace": namespace},
             spec=statefulset["spec"],
-            opts=pulumi.ResourceOptions(
-                parent=self, delete_before_replace=True,
+            opts=child_options(
+                self, opts, delete_before_replace=True,
                 custom_timeouts=pulumi.CustomTimeouts(create=ROLLOUT_TIMEOUT, update=ROLLOUT_TIMEOUT),
             ),
         )

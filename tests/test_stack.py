@@ -84,7 +84,10 @@ def test_s2_builder_container_as_the_walkthrough_runs_it(dev):
     assert inputs["command"] == ["bash", "-c", "/bin/sleep 300d"]
     assert inputs["image"].startswith("sha256:"), "the container runs the pulled image by id"
     assert builder["options"]["deleteBeforeReplace"] is True
-    assert "workspace" in resource(dev, "builder")["options"]["dependsOn"], "folders exist before Docker mounts them"
+    for child in ("builder-network", "builder-container", "registry-container"):
+        assert "workspace" in resource(dev, child)["options"]["dependsOn"], f"{child}: the folders come first"
+    assert "registry" in resource(dev, "debug-image-build")["options"]["dependsOn"], "the push needs the registry"
+    assert "containerd-mirror" in resource(dev, "target-statefulset")["options"]["dependsOn"], "nodes can pull first"
 
 
 def test_s3_build_runs_make_in_the_builder_only_when_source_or_args_change(dev):
