@@ -13,7 +13,7 @@ from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
 from components.launch import launch_outputs
 from components.lldb_server import LldbServer, LldbServerArgs
 from components.registry import Registry, RegistryArgs
-from components.target import PROXY_WAIT_COMMAND, Target, TargetArgs
+from components.target import PROXY_WAIT_COMMAND, Target, TargetArgs, Workload
 from components.workspace import Workspace, WorkspaceArgs, WorkspaceLayout
 
 config = load_config()
@@ -92,17 +92,19 @@ containerd_mirror = ContainerdMirror(
 target = Target(
     "target",
     TargetArgs(
-        namespace=config.namespace,
-        create_namespace=config.create_namespace,
-        workload=config.workload,
+        workload=Workload(
+            namespace=config.namespace,
+            name=config.workload,
+            proxy_image=debug_image.pull_reference,
+            app_uid=config.app_uid,
+            debugger_ports=config.debugger_ports,
+            istio_version=config.istio_version,
+            target_node_name=config.target_node_name,
+            proxy_memory=config.proxy_memory,
+            proxy_memory_limit=config.proxy_memory_limit,
+        ),
         mode=config.mode,
-        proxy_image=debug_image.pull_reference,
-        istio_version=config.istio_version,
-        target_node_name=config.target_node_name,
-        app_uid=config.app_uid,
-        debugger_ports=config.debugger_ports,
-        proxy_memory=config.proxy_memory,
-        proxy_memory_limit=config.proxy_memory_limit,
+        create_namespace=config.create_namespace,
     ),
     # The nodes must be able to pull the debug image before the pod asks for it.
     opts=pulumi.ResourceOptions(depends_on=[containerd_mirror]),

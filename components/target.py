@@ -372,18 +372,10 @@ def statefulset_manifest(w: Workload, mode: str) -> dict:
 
 @dataclass
 class TargetArgs:
-    namespace: str
-    create_namespace: bool
-    workload: str
+    # The workload's plain values; its proxy_image is the debug image as the nodes pull it, by digest.
+    workload: Workload
     mode: str
-    # The debug image as the nodes pull it, by digest: "192.168.122.1:5000/proxyv2@sha256:…".
-    proxy_image: pulumi.Input[str]
-    istio_version: str
-    app_uid: int
-    debugger_ports: DebuggerPorts
-    target_node_name: str | None = None
-    proxy_memory: str = DEFAULT_PROXY_MEMORY
-    proxy_memory_limit: str = DEFAULT_PROXY_MEMORY_LIMIT
+    create_namespace: bool
 
 
 class Target(pulumi.ComponentResource):
@@ -394,22 +386,17 @@ class Target(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: TargetArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:target:Target", name, None, opts)
-        workload = Workload(
-            namespace=args.namespace, name=args.workload, proxy_image=args.proxy_image, app_uid=args.app_uid,
-            debugger_ports=args.debugger_ports, istio_version=args.istio_version,
-            target_node_name=args.target_node_name, proxy_memory=args.proxy_memory,
-            proxy_memory_limit=args.proxy_memory_limit,
-        )
+        workload = args.workload
         try:
             statefulset = statefulset_manifest(workload, args.mode)
         except ValueError as error:
             raise pulumi.RunError(f"target: {error}") from None
         service = service_manifest(workload)
 
-        namespace: pulumi.Input[str] = args.namespace
+        namespace: pulumi.Input[str] = workload.namespace
         if args.create_namespace:
             created = k8s.core.v1.Namespace(
-                f"{name}-namespace", metadata=namespace_manifest(args.namespace)["metadata"],
+                f"{name}-namespace", metadata=namespace_manifest(workload.namespace)["metadata"],
                 opts=child_options(self, opts),
             )
             namespace = created.metadata.apply(lambda m: m.name)  # orders the rest after it
