@@ -9,7 +9,7 @@ and `pulumi destroy` puts them back. Several stacks may share a node: each takes
 and the last one restores the original configuration file.
 
 The scripts run over SSH as `bash -c '<parameters><script>'`. The parameters are rendered into the text
-with shlex.quote, not passed as environment variables: those only reach the node if its sshd's AcceptEnv
+with single quotes, not passed as environment variables: those only reach the node if its sshd's AcceptEnv
 lets them through. The text also makes every change visible in `pulumi preview --diff`.
 """
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import remote
 
-from components.scripts import script
+from components.scripts import script, shell_assignments
 
 COMMON_SCRIPT = "containerd-mirror-common.sh"
 CREATE_SCRIPT = "containerd-mirror-create.sh"
@@ -70,7 +70,7 @@ def script_parameters(host: str, port: int) -> dict[str, str]:
 def render_script(name: str, parameters: Mapping[str, str]) -> str:
     """The parameters assigned (each quoted for the shell), then the code create and delete share, then
     the script itself."""
-    preamble = "".join(f"{key}={shlex.quote(value)}\n" for key, value in parameters.items())
+    preamble = shell_assignments(parameters)
     return (f"# Parameters, rendered by components/containerd_mirror.py\n{preamble}"
             f"{script(COMMON_SCRIPT)}{script(name)}")
 

@@ -16,7 +16,7 @@ import pulumi
 from pulumi_command import remote
 
 from components.debug_ports import DebuggerPorts
-from components.scripts import script
+from components.scripts import script, shell_assignments
 
 # Where the debug image puts the real binary (its gdbserver must be found beside it).
 IMAGE_LLDB_SERVER = "/opt/lldb-server/bin/lldb-server"
@@ -24,15 +24,9 @@ IMAGE_LLDB_SERVER = "/opt/lldb-server/bin/lldb-server"
 STATE_DIR = "/run/istio-proxy-debug"
 
 
-def _single_quoted(value: str) -> str:
-    """Always quoted, so no value reads as a command (PROCESS_NAME=sleep) to the shell or to shellcheck."""
-    return "'" + value.replace("'", "'\\''") + "'"
-
-
 def render_node_script(parameters: Mapping[str, str | int], *bodies: str) -> str:
     """Parameters as shell assignments, then the script bodies: SSH does not pass an environment."""
-    assignments = "".join(f"{name}={_single_quoted(str(value))}\n" for name, value in parameters.items())
-    return assignments + "".join(bodies)
+    return shell_assignments(parameters) + "".join(bodies)
 
 
 # lldb-server platform runs any command it is asked to, as root on the node: bind every address only

@@ -4,6 +4,7 @@ Each is passed as text (not as a path), so a change to it shows in the preview d
 command, and no machine-specific path reaches a resource input.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
@@ -25,3 +26,10 @@ def key_values(stdout: str, required: set[str]) -> dict[str, str]:
     if missing:
         raise ValueError(f"the script printed no {', '.join(sorted(missing))}: {stdout!r}")
     return values
+
+
+def shell_assignments(parameters: Mapping[str, object]) -> str:
+    """`NAME='value'` lines for a script run over SSH, which passes no environment: every value single-quoted,
+    so none reads as a command (PROCESS_NAME=sleep) to the shell or to shellcheck."""
+    return "".join(f"{name}='{str(value).replace(chr(39), chr(39) + chr(92) + chr(39) * 2)}'\n"
+                   for name, value in parameters.items())

@@ -72,8 +72,8 @@ def physical(evaluation: dict) -> set[tuple]:
             elif "IMAGE" in environment:
                 found.add(("image-tag", environment["IMAGE"]))
         elif kind == "command:remote:Command" and r["name"].startswith("containerd-mirror-"):
-            registry = re.search(r"^REGISTRY=(\S+)$", shlex.split(inputs["create"])[-1], flags=re.MULTILINE)
-            found.add(("node-registry-entry", inputs["connection"]["secret"]["host"], registry.group(1)))
+            registry = assignments(shlex.split(inputs["create"])[-1])["REGISTRY"]
+            found.add(("node-registry-entry", inputs["connection"]["secret"]["host"], registry))
         elif kind == "command:remote:Command" and "LISTEN_ADDRESS" in inputs.get("stdin", ""):
             params = assignments(inputs["stdin"])
             node = params["LISTEN_ADDRESS"]
