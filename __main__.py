@@ -12,33 +12,55 @@ from components.debugger import Debugger, DebuggerArgs
 from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
 from components.launch import launch_outputs
 from components.lldb_server import LldbServer, LldbServerArgs
+from components.placement import Placement
 from components.registry import Registry, RegistryArgs
 from components.target import PROXY_WAIT_COMMAND, Target, TargetArgs, Workload
-from components.workspace import Workspace, WorkspaceArgs, WorkspaceLayout
+from components.workspace import Workspace, WorkspaceArgs, WorkspaceVolume, WorkspaceVolumeArgs
+
+# The cluster placement's own namespace (suffixed with the stack off dev) and its workspace claim.
+CLUSTER_NAMESPACE = "istio-proxy-debug"
+WORKSPACE_CLAIM = "workspace"
 
 config = load_config()
 ssh_private_key = pulumi.Output.secret(config.ssh_private_key) if config.ssh_private_key else None
-layout = WorkspaceLayout(config.work_dir)
 
-workspace = Workspace(
-    "workspace", WorkspaceArgs(layout=layout, repository=config.source_repository, tag=config.istio_version)
-)
+if config.placement == "cluster":
+    placement = Placement.cluster(namespace=config.physical_name(CLUSTER_NAMESPACE), claim_name=WORKSPACE_CLAIM)
+    volume = WorkspaceVolume("workspace-volume", WorkspaceVolumeArgs(
+        namespace=placement.namespace, claim_name=placement.claim_name,
+        storage_class=config.workspace_storage_class, size=config.workspace_volume_size,
+    ))
+    ready_for_workloads = [volume]
+else:
+    placement = Placement.host(config.work_dir)
+    # On the host the folders must exist before a container mounts them.
+    workspace = Workspace("workspace", WorkspaceArgs(
+        repository=config.source_repository, tag=config.istio_version, layout=placement.layout,
+    ))
+    ready_for_workloads = [workspace]
+
 builder = Builder(
     "builder",
     BuilderArgs(
+        placement=placement,
         image=config.builder_image,
         container_name=config.physical_name("istio-proxy-builder"),
         network_name=config.physical_name(config.docker_network),
         network_subnet=config.docker_network_subnet,
-        layout=layout,
     ),
-    opts=pulumi.ResourceOptions(depends_on=[workspace]),
+    opts=pulumi.ResourceOptions(depends_on=ready_for_workloads),
 )
+if placement.in_cluster:
+    # In the cluster the checkout runs in the builder pod, the only place the volume is mounted.
+    workspace = Workspace("workspace", WorkspaceArgs(
+        repository=config.source_repository, tag=config.istio_version,
+        builder_exec=lambda env_keys: builder.target.apply(lambda pod: placement.builder_exec(pod, env_keys)),
+    ))
 envoy = EnvoyBuild(
     "envoy",
     EnvoyBuildArgs(
-        builder_container=builder.container_name,
-        layout=layout,
+        placement=placement,
+        builder=builder.target,
         istio_version=config.istio_version,
         bazel_build_args=config.bazel_build_args,
         compilation_mode=config.compilation_mode,
@@ -49,18 +71,18 @@ envoy = EnvoyBuild(
 registry = Registry(
     "registry",
     RegistryArgs(
-        container_name=config.physical_name("image-registry"),
+        placement=placement,
         port=config.registry_port,
-        data_dir=layout.registry_dir,
         pull_host=config.registry_host,
+        container_name=config.physical_name("image-registry"),
     ),
-    opts=pulumi.ResourceOptions(depends_on=[workspace]),
+    opts=pulumi.ResourceOptions(depends_on=ready_for_workloads),
 )
 debug_image = DebugImage(
     "debug-image",
     DebugImageArgs(
-        builder_container=builder.container_name,
-        layout=layout,
+        placement=placement,
+        builder=builder.target,
         elf=envoy.elf,
         build_id=envoy.build_id,
         istio_version=config.istio_version,
@@ -76,7 +98,7 @@ debugger = Debugger(
     DebuggerArgs(
         container_name=config.physical_name("lldb-vscode-server"),
         network_name=builder.network_name,
-        layout=layout,
+        layout=placement.layout,
     ),
 )
 containerd_mirror = ContainerdMirror(
@@ -130,7 +152,7 @@ launch = launch_outputs(
 )
 
 pulumi.export("sourceCommit", workspace.commit)
-pulumi.export("builderContainer", builder.container_name)
+pulumi.export("builderContainer", builder.target)
 pulumi.export("dockerNetwork", builder.network_name)
 pulumi.export("envoyElf", envoy.elf)
 pulumi.export("envoyElfHostPath", envoy.elf_host_path)

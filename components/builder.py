@@ -1,9 +1,14 @@
-"""S2: the Docker network and the istio-proxy-builder container, as the walkthrough runs them.
+"""S2: the builder — the walkthrough's container on the developer host, or a pod in the cluster.
+
+On the host, the Docker network and the istio-proxy-builder container, as the walkthrough runs them:
 
 docker network create --subnet=172.18.0.0/16 router
 docker run --init --privileged --name istio-proxy-builder --hostname istio-proxy-builder --network router \
     -v /var/run/docker.sock:/var/run/docker.sock:rw -v $WORK/work:/work -v $WORK/home/.cache:/home/.cache \
     -w /work -d gcr.io/istio-testing/build-tools-proxy:release-1.17-latest-amd64 bash -c '/bin/sleep 300d'
+
+In the cluster, a one-pod StatefulSet of the same image, privileged like the container (bazel's sandbox),
+mounting the workspace volume at /work and /home/.cache. It has no docker.sock: nothing it runs needs one.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
+import pulumi_kubernetes as k8s
 
 from components.options import child_options
+from components.placement import BUILDER_CONTAINER, Placement
 from components.workspace import CONTAINER_SOURCE_DIR, WorkspaceLayout
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 SLEEP_COMMAND = ["bash", "-c", "/bin/sleep 300d"]
+BUILDER_NAME = "istio-proxy-builder"
 
 
 def workspace_volumes(layout: WorkspaceLayout) -> list[docker.ContainerVolumeArgs]:
@@ -26,23 +34,65 @@ def workspace_volumes(layout: WorkspaceLayout) -> list[docker.ContainerVolumeArg
     return [docker.ContainerVolumeArgs(host_path=host, container_path=inside) for host, inside in pairs]
 
 
+def builder_statefulset(placement: Placement, image: str) -> dict:
+    """The builder pod: the builder image sleeping, with the workspace where the host container has it."""
+    labels = {"app.kubernetes.io/name": BUILDER_NAME, "app.kubernetes.io/part-of": "istio-proxy-debug"}
+    container = {
+        "name": BUILDER_CONTAINER,
+        "image": image,
+        "command": list(SLEEP_COMMAND),
+        "workingDir": CONTAINER_SOURCE_DIR,
+        "securityContext": {"privileged": True},
+        "volumeMounts": placement.workspace_mounts(),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": BUILDER_NAME, "namespace": placement.namespace, "labels": labels},
+        "spec": {
+            "serviceName": BUILDER_NAME,
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {"sidecar.istio.io/inject": "false"}},
+                "spec": {"containers": [container], "volumes": [placement.workspace_volume()]},
+            },
+        },
+    }
+
+
 @dataclass
 class BuilderArgs:
+    placement: Placement
     image: str
+    # host only
     container_name: str
     network_name: str
     network_subnet: str
-    layout: WorkspaceLayout
 
 
 class Builder(pulumi.ComponentResource):
-    """The `router` network and the sleeping builder container that `docker exec` builds run in."""
+    """Where builds run: the `router` network and the sleeping builder container, or the builder pod.
 
-    container_name: pulumi.Output[str]
-    network_name: pulumi.Output[str]
+    `target` is what `placement.builder_exec` runs scripts in: the container, or the pod.
+    """
+
+    target: pulumi.Output[str]
+    network_name: pulumi.Output[str | None]
 
     def __init__(self, name: str, args: BuilderArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:builder:Builder", name, None, opts)
+        if args.placement.in_cluster:
+            manifest = builder_statefulset(args.placement, args.image)
+            statefulset = k8s.apps.v1.StatefulSet(
+                f"{name}-statefulset", metadata=manifest["metadata"], spec=manifest["spec"],
+                opts=child_options(self, opts),
+            )
+            # The StatefulSet's only pod; the provider waits for it to be ready before anything execs in it.
+            self.target = statefulset.metadata.apply(lambda m: f"{m.name}-0")
+            self.network_name = pulumi.Output.from_input(None)
+            self.register_outputs({"target": self.target})
+            return
         child = child_options(self, opts)
         network = docker.Network(
             f"{name}-network",
@@ -60,12 +110,12 @@ class Builder(pulumi.ComponentResource):
             init=True,
             privileged=True,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name)],
-            volumes=workspace_volumes(args.layout),
+            volumes=workspace_volumes(args.placement.layout),
             working_dir=CONTAINER_SOURCE_DIR,
             command=SLEEP_COMMAND,
             # A fixed name: the old container must go before its replacement can take the name.
             opts=child_options(self, opts, delete_before_replace=True),
         )
-        self.container_name = container.name
+        self.target = container.name
         self.network_name = network.name
-        self.register_outputs({"containerName": self.container_name, "networkName": self.network_name})
+        self.register_outputs({"target": self.target, "networkName": self.network_name})

@@ -91,6 +91,10 @@ class StackConfig:
     lldb_server_port: int
     lldb_server_listen_all: bool
     app_uid: int
+    placement: str
+    workspace_storage_class: str | None
+    workspace_volume_size: str
+    code_server_password: str | None = field(repr=False)
 
     @property
     def istio_minor(self) -> str:
@@ -244,14 +248,19 @@ def bazel_compilation_mode(bazel_build_args: str) -> str:
     return mode
 
 
-SECRET_KEYS = frozenset({"sshPrivateKey"})
+SECRET_KEYS = frozenset({"sshPrivateKey", "codeServerPassword"})
 KEYS = (
     "istioVersion", "workDir", "sourceRepository", "builderImage", "buildEnvoy", "bazelBuildArgs",
     "stripTargetBinary", "dockerNetwork", "dockerNetworkSubnet", "registryHost", "registryPort", "nodes", "sshUser",
     "sshPrivateKey", "namespace", "workload", "targetNodeAddress", "targetNodeName", "mode",
     "lldbServerPort", "lldbServerListenAll", "appUid", "createNamespace", "proxyMemory", "proxyMemoryLimit",
+    "placement", "workspaceStorageClass", "workspaceVolumeSize", "codeServerPassword",
 )
 MODES = ("attach", "startup")
+PLACEMENTS = ("host", "cluster")
+# A NodePort Service takes its port from the API server's default --service-node-port-range.
+NODE_PORT_RANGE = (30000, 32767)
+MIN_CODE_SERVER_PASSWORD = 12
 PORT = "an integer port from 1 to 65535"
 
 
@@ -268,8 +277,13 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         "istioVersion", r.required("istioVersion", "set the Istio release to debug, e.g. 1.17.2"),
         lambda v: bool(_VERSION.match(v)), "expected a release version x.y.z, e.g. 1.17.2",
     )
+    placement = r.checked("placement", r.text("placement") or "host", lambda v: v in PLACEMENTS,
+                          "expected host (Docker on the developer host) or cluster (pods and a shared volume)")
+    on_host = placement != "cluster"
     work_dir = r.checked(
-        "workDir", r.required("workDir", "set an absolute folder on the developer host, e.g. /home/me/istio-testing"),
+        "workDir",
+        r.required("workDir", "set an absolute folder on the developer host, e.g. /home/me/istio-testing")
+        if on_host else r.text("workDir"),
         _is_absolute_dir, "expected an absolute, normalised folder path other than /, e.g. /home/me/istio-testing",
     )
     source_repository = r.checked(
@@ -305,7 +319,14 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         r.required("registryHost", "set the address the nodes pull images from, e.g. 192.168.122.1"),
         _is_host, "expected an IP address or DNS name that the nodes reach, e.g. 192.168.122.1",
     )
-    registry_port = r.integer("registryPort", 1, 65535, PORT)
+    if on_host:
+        registry_port = r.integer("registryPort", 1, 65535, PORT)
+    else:
+        registry_port = r.integer(
+            "registryPort", *NODE_PORT_RANGE,
+            f"with placement cluster, the registry Service's NodePort: an integer from {NODE_PORT_RANGE[0]} to "
+            f"{NODE_PORT_RANGE[1]}, e.g. pulumi config set registryPort 30500",
+        )
     nodes = r.string_list("nodes", 'set the node addresses, e.g. pulumi config set --path "nodes[0]" 192.168.122.55')
     if nodes is not None:
         bad = [n for n in nodes if not _is_host(n)]
@@ -377,6 +398,26 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
             r.problem("lldbServerPort", str(lldb_server_port),
                       f"expected the debugger ports {debugger[0]}-{debugger[-1]} not to include registryPort")
 
+    workspace_storage_class = r.checked(
+        "workspaceStorageClass", r.text("workspaceStorageClass"),
+        lambda v: len(v) <= 253 and bool(_DNS1123_SUBDOMAIN.match(v)),
+        "expected a StorageClass name (kubectl get storageclass) that offers ReadWriteMany, or empty for the default",
+    )
+    workspace_volume_size = r.checked(
+        "workspaceVolumeSize", r.required("workspaceVolumeSize", "set e.g. 200Gi"),
+        lambda v: _parses(memory_bytes)(v) and memory_bytes(v) >= 2**30,
+        "expected a storage quantity of at least 1Gi, e.g. 200Gi (the source tree and a debug build's bazel cache)",
+    )
+    code_server_password = r.text("codeServerPassword")
+    if placement == "cluster" and code_server_password is None:
+        r.problems.append(f"{PROJECT}:codeServerPassword is required with placement cluster: it guards code-server; "
+                          "pulumi config set --secret codeServerPassword <at least "
+                          f"{MIN_CODE_SERVER_PASSWORD} characters>")
+    elif code_server_password is not None and len(code_server_password) < MIN_CODE_SERVER_PASSWORD:
+        r.problem("codeServerPassword", code_server_password,
+                  f"expected at least {MIN_CODE_SERVER_PASSWORD} characters: code-server is reachable by the cluster")
+        code_server_password = None
+
     if r.problems:
         raise ConfigError(r.problems)
     return StackConfig(
@@ -389,6 +430,8 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         workload=workload, proxy_memory=proxy_memory, proxy_memory_limit=proxy_memory_limit,
         target_node_address=target_node_address, target_node_name=target_node_name, mode=mode,
         lldb_server_port=lldb_server_port, lldb_server_listen_all=lldb_server_listen_all, app_uid=app_uid,
+        placement=placement, workspace_storage_class=workspace_storage_class,
+        workspace_volume_size=workspace_volume_size, code_server_password=code_server_password,
     )
 
 

@@ -15,8 +15,9 @@ import pulumi
 from pulumi_command import local
 
 from components.options import child_options
+from components.placement import Placement
 from components.scripts import dockerfile, key_values, script
-from components.workspace import CONTAINER_CACHE_DIR, WorkspaceLayout
+from components.workspace import CONTAINER_CACHE_DIR
 
 PLATFORM = "linux/amd64"
 DOCKERFILE = "debug-image.Dockerfile"
@@ -42,8 +43,9 @@ def pull_reference(pushed: str, pull_address: str) -> str:
 
 @dataclass
 class DebugImageArgs:
-    builder_container: pulumi.Input[str]
-    layout: WorkspaceLayout
+    placement: Placement
+    # The builder container (host) or pod (cluster), which stages Envoy.
+    builder: pulumi.Input[str]
     elf: pulumi.Input[str]
     build_id: pulumi.Input[str]
     istio_version: str
@@ -70,9 +72,8 @@ class DebugImage(pulumi.ComponentResource):
         }
         stage = local.Command(
             f"{name}-context",
-            create=pulumi.Output.concat(
-                "docker exec -i ", " ".join(f"--env {k}" for k in staging_env), " ", args.builder_container,
-                " bash -s",
+            create=pulumi.Output.from_input(args.builder).apply(
+                lambda builder: args.placement.builder_exec(builder, list(staging_env))
             ),
             stdin=script("prepare-image-context.sh"),
             environment=staging_env,
@@ -84,7 +85,7 @@ class DebugImage(pulumi.ComponentResource):
             interpreter=["/bin/bash", "-c"],
             stdin=dockerfile(DOCKERFILE),
             environment={
-                "CONTEXT_DIR": args.layout.host_path(context_in_builder),
+                "CONTEXT_DIR": args.placement.layout.host_path(context_in_builder),
                 "BASE_IMAGE": base_image(args.istio_version),
                 "IMAGE": pulumi.Output.from_input(args.push_address).apply(
                     lambda address: image_name(address, args.istio_version)

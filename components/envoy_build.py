@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import local
 
+from components.placement import Placement
 from components.scripts import key_values, script
-from components.workspace import CONTAINER_SOURCE_DIR, WorkspaceLayout
+from components.workspace import CONTAINER_SOURCE_DIR
 
 # istio/proxy moved the envoy target to the top-level BUILD in 1.17 (istio/proxy#4237).
 _TOP_LEVEL_TARGET_SINCE = (1, 17)
@@ -53,8 +54,9 @@ def parse_build_result(stdout: str) -> EnvoyArtifact:
 
 @dataclass
 class EnvoyBuildArgs:
-    builder_container: pulumi.Input[str]
-    layout: WorkspaceLayout
+    placement: Placement
+    # The builder container (host) or pod (cluster) that runs the build.
+    builder: pulumi.Input[str]
     istio_version: str
     bazel_build_args: str
     compilation_mode: str
@@ -81,10 +83,11 @@ class EnvoyBuild(pulumi.ComponentResource):
             "ENVOY_OUTPUT": envoy_output_path(args.istio_version, args.compilation_mode),
             "WORKSPACE_DIR": CONTAINER_SOURCE_DIR,
         }
-        passed_env = " ".join(f"--env {key}" for key in environment)
         build = local.Command(
             f"{name}-make",
-            create=pulumi.Output.concat("docker exec -i ", passed_env, " ", args.builder_container, " bash -s"),
+            create=pulumi.Output.from_input(args.builder).apply(
+                lambda builder: args.placement.builder_exec(builder, list(environment))
+            ),
             stdin=script("build-envoy.sh"),
             environment=environment,
             # A new checkout (another tag) means a new build; so do other build args (they are in `environment`).
@@ -98,8 +101,8 @@ class EnvoyBuild(pulumi.ComponentResource):
         self.execroot = artifact.apply(lambda a: a.execroot)
         self.build_id = artifact.apply(lambda a: a.build_id)
         self.sandbox_roots = artifact.apply(lambda a: list(a.sandbox_roots))
-        self.elf_host_path = self.elf.apply(args.layout.host_path)
-        self.execroot_host_path = self.execroot.apply(args.layout.host_path)
+        self.elf_host_path = self.elf.apply(args.placement.layout.host_path)
+        self.execroot_host_path = self.execroot.apply(args.placement.layout.host_path)
         self.register_outputs({
             "elf": self.elf, "elfHostPath": self.elf_host_path, "execroot": self.execroot,
             "execrootHostPath": self.execroot_host_path, "buildId": self.build_id,

@@ -1,9 +1,11 @@
-"""S4: the plain-HTTP image registry on the developer host.
+"""S4: the plain-HTTP image registry — a container on the developer host, or a Deployment in the cluster.
 
 docker run -d -p 5000:5000 --restart=always --name image-registry --hostname image-registry registry:2
 
-Deletes are enabled (registry:2 disables them), and the storage is a folder under workDir, so
-`pulumi destroy` removes the container and keeps every pushed image.
+Deletes are enabled (registry:2 disables them), and the storage is the workspace's registry folder (under
+workDir, or on the workspace volume), so `pulumi destroy` removes the registry and keeps every pushed
+image. In the cluster, a NodePort Service on registryPort is what the nodes' containerd pulls from, and the
+in-cluster image build pushes through the Service's cluster DNS name.
 """
 
 from __future__ import annotations
@@ -12,45 +14,113 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_docker as docker
+import pulumi_kubernetes as k8s
 
 from components.options import child_options
+from components.placement import WORKSPACE_VOLUME, Placement
 
 REGISTRY_IMAGE = "registry:2"
+REGISTRY_NAME = "image-registry"
 REGISTRY_CONTAINER_PORT = 5000
 REGISTRY_STORAGE = "/var/lib/registry"
-REGISTRY_ENV = ["REGISTRY_STORAGE_DELETE_ENABLED=true"]
+REGISTRY_ENV = {"REGISTRY_STORAGE_DELETE_ENABLED": "true"}
+
+
+def registry_labels() -> dict[str, str]:
+    return {"app.kubernetes.io/name": REGISTRY_NAME, "app.kubernetes.io/part-of": "istio-proxy-debug"}
+
+
+def registry_deployment(placement: Placement) -> dict:
+    """One registry pod; Recreate, because two pods must never write the same storage."""
+    labels = registry_labels()
+    container = {
+        "name": "registry",
+        "image": REGISTRY_IMAGE,
+        "env": [{"name": k, "value": v} for k, v in REGISTRY_ENV.items()],
+        "ports": [{"name": "http", "containerPort": REGISTRY_CONTAINER_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/v2/", "port": REGISTRY_CONTAINER_PORT}},
+        "volumeMounts": [{"name": WORKSPACE_VOLUME, "mountPath": REGISTRY_STORAGE,
+                          "subPath": placement.layout.registry_dir}],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": REGISTRY_NAME, "namespace": placement.namespace, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {"sidecar.istio.io/inject": "false"}},
+                "spec": {"containers": [container], "volumes": [placement.workspace_volume()]},
+            },
+        },
+    }
+
+
+def registry_service(placement: Placement, node_port: int) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": REGISTRY_NAME, "namespace": placement.namespace, "labels": registry_labels()},
+        "spec": {
+            "type": "NodePort",
+            "selector": registry_labels(),
+            "ports": [{"name": "http", "port": REGISTRY_CONTAINER_PORT, "targetPort": REGISTRY_CONTAINER_PORT,
+                       "nodePort": node_port, "protocol": "TCP"}],
+        },
+    }
+
+
+def in_cluster_address(namespace: str) -> str:
+    return f"{REGISTRY_NAME}.{namespace}.svc.cluster.local:{REGISTRY_CONTAINER_PORT}"
 
 
 @dataclass
 class RegistryArgs:
-    container_name: str
+    placement: Placement
+    # Host port, or the Service's NodePort.
     port: int
-    data_dir: str
-    # The address the nodes pull from (the developer host pushes through localhost, which Docker
-    # treats as insecure-allowed; any other address would need daemon.json's insecure-registries).
+    # The address the nodes pull from: the developer host, or an address of a node (the NodePort).
     pull_host: str
+    # host only
+    container_name: str
 
 
 class Registry(pulumi.ComponentResource):
+    """`push_address` is where the image build pushes: localhost on the host (Docker allows plain HTTP
+    there; any other address would need daemon.json's insecure-registries), the Service in the cluster."""
+
     push_address: pulumi.Output[str]
     pull_address: pulumi.Output[str]
 
     def __init__(self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:registry:Registry", name, None, opts)
-        image = docker.RemoteImage(
-            f"{name}-image", name=REGISTRY_IMAGE, keep_locally=True, opts=child_options(self, opts)
-        )
-        docker.Container(
-            f"{name}-container",
-            name=args.container_name,
-            hostname=args.container_name,
-            image=image.image_id,
-            restart="always",
-            envs=REGISTRY_ENV,
-            ports=[docker.ContainerPortArgs(internal=REGISTRY_CONTAINER_PORT, external=args.port)],
-            volumes=[docker.ContainerVolumeArgs(host_path=args.data_dir, container_path=REGISTRY_STORAGE)],
-            opts=child_options(self, opts, delete_before_replace=True),
-        )
-        self.push_address = pulumi.Output.from_input(f"localhost:{args.port}")
+        placement = args.placement
+        if placement.in_cluster:
+            deployment = registry_deployment(placement)
+            k8s.apps.v1.Deployment(f"{name}-deployment", metadata=deployment["metadata"], spec=deployment["spec"],
+                                   opts=child_options(self, opts))
+            service = registry_service(placement, args.port)
+            created = k8s.core.v1.Service(f"{name}-service", metadata=service["metadata"], spec=service["spec"],
+                                          opts=child_options(self, opts))
+            self.push_address = created.metadata.apply(lambda m: in_cluster_address(m.namespace))
+        else:
+            image = docker.RemoteImage(
+                f"{name}-image", name=REGISTRY_IMAGE, keep_locally=True, opts=child_options(self, opts)
+            )
+            docker.Container(
+                f"{name}-container",
+                name=args.container_name,
+                hostname=args.container_name,
+                image=image.image_id,
+                restart="always",
+                envs=[f"{k}={v}" for k, v in REGISTRY_ENV.items()],
+                ports=[docker.ContainerPortArgs(internal=REGISTRY_CONTAINER_PORT, external=args.port)],
+                volumes=[docker.ContainerVolumeArgs(host_path=placement.layout.registry_dir,
+                                                    container_path=REGISTRY_STORAGE)],
+                opts=child_options(self, opts, delete_before_replace=True),
+            )
+            self.push_address = pulumi.Output.from_input(f"localhost:{args.port}")
         self.pull_address = pulumi.Output.from_input(f"{args.pull_host}:{args.port}")
         self.register_outputs({"pushAddress": self.push_address, "pullAddress": self.pull_address})

@@ -36,6 +36,7 @@ def test_dev_stack_parses_to_the_walkthrough_lab():
         proxy_memory="512Mi", proxy_memory_limit="4Gi",
         workload="fortio-server", target_node_address="192.168.122.55", target_node_name=None, mode="attach",
         lldb_server_port=2159, lldb_server_listen_all=False, app_uid=1000,
+        placement="host", workspace_storage_class=None, workspace_volume_size="200Gi", code_server_password=None,
     )
 
 

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# S1: prepares the workspace on the developer host. The istio/proxy tree is cloned when absent and put on
-# a branch named after the tag (as the walkthrough's git checkout tags/T -b T does); the cache and registry
-# folders are created so Docker does not create them root-owned. Nothing is ever deleted or overwritten:
+# S1: prepares the workspace, on the developer host or in the builder pod. The istio/proxy tree is cloned
+# when absent and put on a branch named after the tag (as the walkthrough's git checkout tags/T -b T does);
+# the cache and registry folders are created so Docker does not create them root-owned. Nothing is ever deleted or overwritten:
 # a checkout that would lose local changes fails and leaves the tree as it was.
 # Prints the checked-out commit on stdout; everything else goes to stderr.
 set -euo pipefail
 
-: "${SOURCE_DIR:?}" "${SOURCE_REPOSITORY:?}" "${SOURCE_TAG:?}" "${CACHE_DIR:?}" "${REGISTRY_DIR:?}"
+: "${SOURCE_DIR:?}" "${SOURCE_REPOSITORY:?}" "${SOURCE_TAG:?}" "${CACHE_DIR:?}"
+# REGISTRY_DIR: on the host only; in the cluster the registry pod's mount makes its folder.
 
 die() {
   echo "prepare-workspace: $*" >&2
   exit 1
 }
 
-mkdir -p "$CACHE_DIR" "$REGISTRY_DIR"
+mkdir -p "$CACHE_DIR" ${REGISTRY_DIR:+"$REGISTRY_DIR"}
 
 if [ ! -e "$SOURCE_DIR/.git" ]; then
   if [ -e "$SOURCE_DIR" ] && [ -n "$(ls -A "$SOURCE_DIR")" ]; then

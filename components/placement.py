@@ -1,0 +1,63 @@
+"""Where the stack places its workloads (config `placement`), as plain values the components branch on.
+
+host (the walkthrough): the builder, the registry and the debugger are Docker containers on the developer
+host, and the workspace is folders under workDir. cluster (the walkthrough's S12): they are pods in a
+namespace of the stack's own, and the workspace is one ReadWriteMany volume that every pod mounts at the
+same paths the host containers use (/work, /home/.cache), so the debug info's paths resolve in both.
+Either way, scripts reach the builder the same way: on stdin to `bash -s`, through `docker exec` or
+`kubectl exec`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from components.workspace import WorkspaceLayout
+
+HOST = "host"
+CLUSTER = "cluster"
+WORKSPACE_VOLUME = "workspace"
+BUILDER_CONTAINER = "builder"
+
+
+@dataclass(frozen=True)
+class Placement:
+    kind: str
+    layout: WorkspaceLayout
+    # cluster only: the namespace of the builder, registry, debugger and workspace claim, and the claim.
+    namespace: str | None = None
+    claim_name: str | None = None
+
+    @property
+    def in_cluster(self) -> bool:
+        return self.kind == CLUSTER
+
+    @classmethod
+    def host(cls, work_dir: str) -> Placement:
+        return cls(HOST, WorkspaceLayout(work_dir))
+
+    @classmethod
+    def cluster(cls, namespace: str, claim_name: str) -> Placement:
+        return cls(CLUSTER, WorkspaceLayout(""), namespace=namespace, claim_name=claim_name)
+
+    def workspace_volume(self) -> dict:
+        """The pod volume of the workspace claim."""
+        return {"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": self.claim_name}}
+
+    def workspace_mounts(self) -> list[dict]:
+        """The claim's folders at the container paths the host containers use."""
+        return [{"name": WORKSPACE_VOLUME, "mountPath": inside, "subPath": folder}
+                for folder, inside in self.layout.container_mounts()]
+
+    def builder_exec(self, builder: str, env_keys: Sequence[str]) -> str:
+        """The command that runs a script on stdin in the builder (container `builder`, or the builder
+        pod), passing on the named variables of the command's own environment."""
+        if not self.in_cluster:
+            passed = "".join(f"--env {key} " for key in env_keys)
+            return f"docker exec -i {passed}{shlex.quote(builder)} bash -s"
+        # kubectl exec passes no environment: the local shell expands each value into an argument of `env`.
+        passed = "".join(f'{key}="${key}" ' for key in env_keys)
+        return (f"kubectl exec -i --namespace {shlex.quote(self.namespace)} {shlex.quote(builder)} "
+                f"--container {BUILDER_CONTAINER} -- env {passed}bash -s")
