@@ -6,8 +6,9 @@
    wildcard address without that marker — by its LISTEN_ADDRESS assignment, or by an
    `lldb-server platform --listen` (or a `lldb-server gdbserver host:port`) it runs — is refused.
 2. `privileged-only-where-needed`: of the Docker containers only the builder (S2: bazel's sandbox, docker)
-   and the debugger (S9: ptrace) are privileged; no Kubernetes workload has a privileged container
-   (startup mode adds SYS_PTRACE instead, components/target.py).
+   and the debugger (S9: ptrace) are privileged; of the Kubernetes workloads only the cluster placement's
+   builder (its `builder` container, for bazel's sandbox); the target never is (startup mode adds
+   SYS_PTRACE instead, components/target.py), nor is code-server (it ptraces nothing).
 3. `debug-image-by-digest`: the pod runs exactly the debug image that was pushed: the
    `sidecar.istio.io/proxyImage` annotation, and in startup mode the istio-proxy and istio-init
    containers, name it `…@sha256:<digest>`.
@@ -320,6 +321,8 @@ PRIVILEGED_DOCKER_CONTAINERS = ("istio-proxy-builder", "lldb-vscode-server")
 _PRIVILEGED_NAME = re.compile(
     rf"^(?:{'|'.join(map(re.escape, PRIVILEGED_DOCKER_CONTAINERS))})(?:-[A-Za-z0-9_.-]+)?$"
 )
+# The cluster placement's builder (components/builder.py): (kind, name) → its containers that may be privileged.
+PRIVILEGED_KUBERNETES_WORKLOADS = {("StatefulSet", "istio-proxy-builder"): ("builder",)}
 # Kubernetes kinds that carry a pod spec, and where: Pod at spec, CronJob at spec.jobTemplate.spec.template.
 _POD_TEMPLATE_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController",
                                  "Job"})
@@ -386,7 +389,11 @@ def kubernetes_privilege_problems(resource_type: str, props: Mapping[str, Any]) 
     if pod is None:
         return []
     problems = []
+    allowed = PRIVILEGED_KUBERNETES_WORKLOADS.get(
+        (kubernetes_kind(resource_type), _mapping(props.get("metadata")).get("name")), ())
     for field, container in pod_containers(pod[1]):
+        if field == "containers" and container.get("name") in allowed:
+            continue
         if is_true(_mapping(container.get("securityContext")).get("privileged")):
             problems.append(f"{field} {container.get('name')!r} is privileged; a Kubernetes workload of this "
                             "project never needs it (startup mode adds the SYS_PTRACE capability instead)")

@@ -44,6 +44,7 @@ PROGRAM_VARIANTS = {
     "attach": (),
     "startup": ("mode=startup",),
     "listen-all": ("lldbServerListenAll=true",),
+    "cluster": ("placement=cluster", "registryPort=30500", "codeServerPassword=correct-horse-battery"),
 }
 
 
@@ -256,6 +257,20 @@ def test_no_kubernetes_workload_has_a_privileged_container(kind):
     assert violations(PRIVILEGED, kind, WORKLOADS[kind](pod_spec([plain], init=[privileged])))
 
 
+def test_only_the_cluster_builders_own_container_may_be_privileged():
+    builder = copy.deepcopy(resource(program("cluster"), "builder-statefulset")["inputs"])
+    spec = builder["spec"]["template"]["spec"]
+    assert [c["securityContext"]["privileged"] for c in spec["containers"]] == [True]
+    assert violations(PRIVILEGED, "kubernetes:apps/v1:StatefulSet", builder) == []
+    renamed = copy.deepcopy(builder)
+    renamed["metadata"]["name"] = "something-else"
+    assert violations(PRIVILEGED, "kubernetes:apps/v1:StatefulSet", renamed)
+    as_deployment = violations(PRIVILEGED, "kubernetes:apps/v1:Deployment", builder)
+    assert as_deployment
+    spec["initContainers"] = [{**spec["containers"][0]}]
+    assert violations(PRIVILEGED, "kubernetes:apps/v1:StatefulSet", builder)
+
+
 def test_startup_mode_ptraces_without_privilege():
     statefulset = copy.deepcopy(resource(program("startup"), "target-statefulset")["inputs"])
     spec = statefulset["spec"]["template"]["spec"]
@@ -334,7 +349,8 @@ def test_workloads_without_istio_containers_are_not_the_digest_policys_business(
 def test_every_resource_of_the_program_passes_every_policy(variant):
     evaluation = program(variant)
     checked = {r["type"] for r in custom(evaluation)}
-    assert {"command:remote:Command", policies.DOCKER_CONTAINER, "kubernetes:apps/v1:StatefulSet"} <= checked
+    workloads = "kubernetes:apps/v1:Deployment" if variant == "cluster" else policies.DOCKER_CONTAINER
+    assert {"command:remote:Command", workloads, "kubernetes:apps/v1:StatefulSet"} <= checked
     for r in custom(evaluation):
         for policy in policies.POLICIES:
             assert violations(policy, r["type"], r["inputs"], r["name"]) == [], (variant, r["name"], policy.name)
@@ -375,6 +391,10 @@ TAMPERINGS = {
         "listen-all", "lldb-server-platform", lambda p: with_assignment(p, "LISTEN_ALL", "false"), LLDB),
     "a privileged fortio container": ("attach", "target-statefulset", _privileged_fortio, PRIVILEGED),
     "a privileged registry": ("attach", "registry-container", lambda p: p.update(privileged=True), PRIVILEGED),
+    "a privileged cluster registry": (
+        "cluster", "registry-deployment",
+        lambda p: p["spec"]["template"]["spec"]["containers"][0].update(securityContext={"privileged": True}),
+        PRIVILEGED),
     "proxyImage by tag": ("attach", "target-statefulset", _proxy_image_by_tag, DIGEST),
     "startup istio-proxy by tag": ("startup", "target-statefulset", _startup_proxy_by_tag, DIGEST),
 }
