@@ -1,12 +1,20 @@
 """A synthetic debug ELF: many template-heavy C++ translation units compiled like Envoy's debug build
-(-g -O0), large enough to stand in for Envoy in the benchmarks."""
+(clang, -g -O0, plus the extra compiler options the stack's bazelBuildArgs add), large enough to stand in
+for Envoy in the benchmarks."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
+import shlex
+import shutil
 import subprocess
+import sys
 from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
 
 UNIT = """\
 #include <functional>
@@ -37,9 +45,25 @@ std::string entry(const std::string& in) {{
 """
 
 
+def clang() -> str:
+    """Envoy is built with clang; Debian's `clang` package provides clang++."""
+    found = shutil.which("clang++") or shutil.which("clang++-14")
+    if found is None:
+        sys.exit("clang++ is missing: apt-get install clang")
+    return found
+
+
+def stack_copts() -> list[str]:
+    """The compiler options the stack's default bazelBuildArgs pass with --copt (Pulumi.yaml)."""
+    args = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]["bazelBuildArgs"]["default"]
+    return [word.split("=", 1)[1] for word in shlex.split(args) if word.startswith("--copt=")]
+
+
 def build_debug_elf(work: Path, units: int) -> Path:
-    """Compiles `units` translation units (on every core) and links them into work/envoy, which parks in
-    park() when SYNTHETIC_PARK is set (a process to attach to)."""
+    """Compiles `units` translation units (on every core) as the stack builds Envoy and links them into
+    work/envoy, which parks in park() when SYNTHETIC_PARK is set (a process to attach to)."""
+    compiler = clang()
+    flags = ["-std=c++17", "-g", "-O0", *stack_copts()]
     sources = []
     for n in range(units):
         source = work / f"unit{n}.cc"
@@ -59,11 +83,11 @@ def build_debug_elf(work: Path, units: int) -> Path:
 
     def compile_one(source: Path) -> Path:
         obj = source.with_suffix(".o")
-        subprocess.run(["g++", "-std=c++17", "-g", "-O0", "-c", str(source), "-o", str(obj)], check=True)
+        subprocess.run([compiler, *flags, "-c", str(source), "-o", str(obj)], check=True)
         return obj
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         objects = list(pool.map(compile_one, sources))
     elf = work / "envoy"
-    subprocess.run(["g++", "-o", str(elf), *map(str, objects)], check=True)
+    subprocess.run([compiler, "-o", str(elf), *map(str, objects)], check=True)
     return elf

@@ -14,10 +14,10 @@ from components.envoy_build import parse_build_result
 from tests.conftest import ROOT, evaluate, require_tool, resource
 
 SCRIPTS = sorted((ROOT / "components" / "scripts").glob("*.sh"))
-# The walkthrough's build command, as typed in the builder (S3).
+# The walkthrough's build command, as typed in the builder (S3), with the name index's two --copt added.
 WALKTHROUGH_MAKE = (
-    "make build BAZEL_STARTUP_ARGS='' BAZEL_BUILD_ARGS='-s  --explain=explain.txt --config=debug'"
-    " BAZEL_TARGETS=':envoy'"
+    "make build BAZEL_STARTUP_ARGS='' BAZEL_BUILD_ARGS='-s  --explain=explain.txt --config=debug"
+    " --copt=-gdwarf-5 --copt=-gpubnames' BAZEL_TARGETS=':envoy'"
 )
 BUILD_ID = "0123456789abcdef0123456789abcdef01234567"
 
