@@ -93,14 +93,6 @@ debug_image = DebugImage(
     # The push needs the registry running.
     opts=pulumi.ResourceOptions(depends_on=[registry]),
 )
-debugger = Debugger(
-    "debugger",
-    DebuggerArgs(
-        container_name=config.physical_name("lldb-vscode-server"),
-        network_name=builder.network_name,
-        layout=placement.layout,
-    ),
-)
 containerd_mirror = ContainerdMirror(
     "containerd-mirror",
     ContainerdMirrorArgs(
@@ -150,6 +142,18 @@ launch = launch_outputs(
     mode=config.mode, pod=target.pod_name, elf=envoy.elf, execroot=envoy.execroot,
     sandbox_roots=envoy.sandbox_roots, connect_url=lldb_server.connect_url, pid=lldb_server.pid,
 )
+debugger = Debugger(
+    "debugger",
+    DebuggerArgs(
+        placement=placement,
+        container_name=config.physical_name("lldb-vscode-server"),
+        network_name=builder.network_name,
+        code_server_password=pulumi.Output.secret(config.code_server_password) if config.code_server_password else None,
+        launch_json=launch.launch_json,
+    ),
+    # It mounts the workspace: the host's folders, or the volume in its namespace.
+    opts=pulumi.ResourceOptions(depends_on=ready_for_workloads),
+)
 
 pulumi.export("sourceCommit", workspace.commit)
 pulumi.export("builderContainer", builder.target)
@@ -167,6 +171,8 @@ pulumi.export("debugImageEnvoyBytes", debug_image.shipped_envoy_bytes)
 pulumi.export("debuggerContainer", debugger.container_name)
 pulumi.export("debuggerAttachConfig", debugger.attach_config)
 pulumi.export("debuggerAttachConfigPath", debugger.attach_config_path)
+pulumi.export("codeServerUrl", debugger.code_server_url)
+pulumi.export("codeServerPortForward", debugger.code_server_port_forward)
 pulumi.export("containerdMirror", containerd_mirror.summaries)
 pulumi.export("connectUrl", lldb_server.connect_url)
 pulumi.export("debuggerPorts", list(config.debugger_ports.all))

@@ -31,5 +31,7 @@ if [ "$found" != "$BUILD_ID" ]; then
   rm -f "$staged"
   die "$ELF has build-id '${found:-none}', not $BUILD_ID: the ELF changed since the build; run pulumi up again"
 fi
+# In the cluster a rootless BuildKit pod (uid 1000) reads the context: whatever the builder's umask.
+chmod a+rX "$CONTEXT_DIR" "$staged"
 mv -f "$staged" "$CONTEXT_DIR/envoy"
 printf 'bytes=%s\nbuildId=%s\nstripped=%s\n' "$(stat -c %s "$CONTEXT_DIR/envoy")" "$found" "$STRIP"
