@@ -114,6 +114,15 @@ def test_the_workspace_claim_is_read_write_many_sized_from_config_and_survives_d
     assert (spec["storageClassName"], spec["resources"]["requests"]["storage"]) == ("nfs-client", "500Gi")
 
 
+def test_destroy_in_the_cluster_deletes_nothing_on_the_volume(cluster):
+    for r in cluster["resources"]:
+        if r["type"] == "command:local:Command":
+            assert "delete" not in r["inputs"], f"{r['name']} has a delete step"
+    # What holds data outlives the stack; the workloads that only use it do not.
+    retained = {r["name"] for r in cluster["resources"] if r["options"].get("retainOnDelete")}
+    assert retained == {"workspace-volume-namespace", "workspace-volume-claim"}
+
+
 def test_every_pod_that_reads_the_build_sees_it_where_the_debug_info_points(cluster):
     claim = resource(cluster, "workspace-volume-claim")["inputs"]["metadata"]["name"]
     outputs = cluster["outputs"]

@@ -127,17 +127,23 @@ def test_committed_stack_files_collide_nowhere():
 # --- determinism ---------------------------------------------------------------------------------------------
 
 
-def evaluation_bytes(tmp_path: Path, *, env: dict[str, str], prefix: list[str], preview: bool = False) -> bytes:
+def evaluation_bytes(tmp_path: Path, *, env: dict[str, str], prefix: list[str], preview: bool = False,
+                     sets: tuple[str, ...] = ()) -> bytes:
     """The harness's JSON for the dev stack, run from another folder with another environment."""
-    args = [*prefix, sys.executable, "-m", "tests.mock_stack", "dev", *(["--preview"] if preview else [])]
+    args = [*prefix, sys.executable, "-m", "tests.mock_stack", "dev", *(["--preview"] if preview else []),
+            *(f"--set={s}" for s in sets)]
     done = subprocess.run(args, cwd=tmp_path, env={"PYTHONPATH": str(ROOT), **env}, capture_output=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr.decode()
     return done.stdout
 
 
+PLACEMENTS = {"host": (), "cluster": ("placement=cluster", "registryPort=30500", "codeServerPassword=0123456789ab")}
+
+
+@pytest.mark.parametrize("placement", sorted(PLACEMENTS))
 @pytest.mark.parametrize("preview", [False, True], ids=["up", "preview"])
-def test_the_same_stack_evaluates_byte_for_byte_alike_on_another_machine(tmp_path, preview):
+def test_the_same_stack_evaluates_byte_for_byte_alike_on_another_machine(tmp_path, preview, placement):
     """Another HOME, working folder, hostname, clock, hash seed, locale, time zone and environment."""
     if os.geteuid() != 0:
         pytest.skip("needs root for a UTS namespace with another hostname")
@@ -146,12 +152,12 @@ def test_the_same_stack_evaluates_byte_for_byte_alike_on_another_machine(tmp_pat
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = evaluation_bytes(
-        tmp_path / "a", preview=preview, prefix=[],
+        tmp_path / "a", preview=preview, prefix=[], sets=PLACEMENTS[placement],
         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path / "a"), "PYTHONHASHSEED": "1", "TZ": "UTC",
              "LANG": "C.UTF-8"},
     )
     second = evaluation_bytes(
-        tmp_path / "b", preview=preview,
+        tmp_path / "b", preview=preview, sets=PLACEMENTS[placement],
         prefix=["unshare", "--uts", "sh", "-c", 'hostname elsewhere-build-host && exec "$@"', "sh",
                 faketime, "2031-07-04 03:02:01"],
         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path / "b"), "PYTHONHASHSEED": "4242",
