@@ -70,9 +70,11 @@ stack-select: deps pulumi-cli
 # A developer's own stack: its config file with values no other stack file uses, then the stack itself
 # (passphrase secrets, the file backend). Afterwards: STACK=$(NAME) make up.
 WORK_DIR ?= $(HOME)/istio-testing-$(NAME)
+PLACEMENT ?= host
 stack: deps pulumi-cli
-	@[ -n "$(NAME)" ] || { echo "usage: make stack NAME=<your name> [WORK_DIR=/abs/folder]"; exit 2; }
-	$(VENV)/bin/python tools/new_stack.py "$(NAME)" --work-dir "$(WORK_DIR)"
+	@[ -n "$(NAME)" ] || { echo "usage: make stack NAME=<your name> [WORK_DIR=/abs/folder] [PLACEMENT=cluster]"; exit 2; }
+	$(VENV)/bin/python tools/new_stack.py "$(NAME)" --placement "$(PLACEMENT)" \
+		$(if $(filter cluster,$(PLACEMENT)),,--work-dir "$(WORK_DIR)")
 	$(PULUMI) stack init "$(NAME)" --secrets-provider passphrase
 	@echo "now: STACK=$(NAME) make preview   (set registryHost, nodes, sshPrivateKey with pulumi config set --stack $(NAME))"
 

@@ -93,6 +93,25 @@ def test_new_stacks_get_values_no_other_stack_file_uses(tmp_path):
         assert len(values) == len(set(values)), f"{key} collides: {values}"
 
 
+def test_a_cluster_stack_gets_a_free_node_port_and_its_own_namespaces(tmp_path):
+    project = tmp_path / "project"
+    developer_stack(tmp_path, "alice")
+    existing = new_stack.stack_files(project)
+    carol = new_stack.allocate("carol", None, existing, new_stack.defaults(project), placement="cluster")
+    assert carol["placement"] == "cluster" and "workDir" not in carol
+    assert 30000 <= carol["registryPort"] <= 32767
+    new_stack.write("carol", carol, project)
+    dave = new_stack.allocate("dave", None, new_stack.stack_files(project), new_stack.defaults(project),
+                              placement="cluster")
+    assert dave["registryPort"] != carol["registryPort"], "NodePorts are unique in the cluster"
+    evaluation = evaluate("carol", *overrides(carol), "codeServerPassword=0123456789ab")
+    namespaces = {r["inputs"]["metadata"]["name"] for r in evaluation["resources"]
+                  if r["type"] == "kubernetes:core/v1:Namespace"}
+    assert namespaces == {"istio-proxy-debug-carol", carol["namespace"]}
+    with pytest.raises(ValueError, match="needs --work-dir"):
+        new_stack.allocate("erin", None, existing, new_stack.defaults(project))
+
+
 def test_a_stack_name_that_is_taken_or_unusable_is_refused(tmp_path):
     developer_stack(tmp_path, "alice")
     project = tmp_path / "project"
