@@ -46,6 +46,7 @@ CODE_SERVER_IMAGE = "docker.io/codercom/code-server:4.109.2"
 CODE_SERVER_NAME = "code-server"
 CODE_SERVER_PORT = 8080
 START_SCRIPT = "code-server-start.sh"
+FIRST_START_TIMEOUT = "30m"
 PASSWORD_SECRET = f"{CODE_SERVER_NAME}-password"
 PASSWORD_KEY = "password"
 # Extensions, user data and apt's downloads, on the volume: a restarted pod installs nothing again.
@@ -246,8 +247,13 @@ class Debugger(pulumi.ComponentResource):
         manifest = code_server_statefulset(placement, script(START_SCRIPT))
         statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset", metadata=manifest["metadata"], spec=manifest["spec"],
-            # The container reads its password from the Secret when it starts.
-            opts=pulumi.ResourceOptions.merge(child_options(self, opts), pulumi.ResourceOptions(depends_on=[password])),
+            # The container reads its password from the Secret when it starts; its first start installs
+            # clangd and the extensions before it is ready.
+            opts=pulumi.ResourceOptions.merge(
+                child_options(self, opts, custom_timeouts=pulumi.CustomTimeouts(create=FIRST_START_TIMEOUT,
+                                                                                 update=FIRST_START_TIMEOUT)),
+                pulumi.ResourceOptions(depends_on=[password]),
+            ),
         )
         service = code_server_service(placement)
         created = k8s.core.v1.Service(
