@@ -16,6 +16,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Shaped like Envoy's translation units: each includes the same headers, so its debug info repeats their
+# types and inline functions (the linker keeps one copy of the code, and one symbol), and adds a few
+# functions of its own. Per unit, SHARED instantiations common to all and OWN unique ones.
+SHARED, OWN = 40, 4
 UNIT = """\
 #include <functional>
 #include <map>
@@ -24,8 +28,9 @@ UNIT = """\
 #include <unordered_map>
 #include <variant>
 #include <vector>
-namespace unit{n} {{
-template <int K> struct Filter {{
+namespace shared {{
+struct Common {{}};
+template <class Tag, int K> struct Filter {{
   std::map<std::string, std::vector<std::variant<int, double, std::string>>> headers;
   std::unordered_map<int, std::function<std::string(const std::string&)>> callbacks;
   using Stats = std::vector<std::pair<std::string, int>>;
@@ -37,9 +42,14 @@ template <int K> struct Filter {{
     return callbacks[K](in) + std::to_string(headers.size());
   }}
 }};
-template <int... Ks> std::string run(const std::string& in) {{ return (Filter<Ks>().onData(in) + ...); }}
+template <class Tag, int... Ks> std::string run(const std::string& in) {{
+  return (Filter<Tag, Ks>().onData(in) + ...);
+}}
+}}  // namespace shared
+namespace unit{n} {{
+struct Own {{}};
 std::string entry(const std::string& in) {{
-  return run<{ks}>(in);
+  return shared::run<shared::Common, {shared}>(in) + shared::run<Own, {own}>(in);
 }}
 }}  // namespace unit{n}
 """
@@ -67,7 +77,8 @@ def build_debug_elf(work: Path, units: int) -> Path:
     sources = []
     for n in range(units):
         source = work / f"unit{n}.cc"
-        source.write_text(UNIT.format(n=n, ks=", ".join(str(n * 40 + k) for k in range(40))))
+        source.write_text(UNIT.format(n=n, shared=", ".join(map(str, range(SHARED))),
+                                      own=", ".join(map(str, range(OWN)))))
         sources.append(source)
     main = work / "main.cc"
     main.write_text(
