@@ -54,13 +54,13 @@ if placement.in_cluster:
     # In the cluster the checkout runs in the builder pod, the only place the volume is mounted.
     workspace = Workspace("workspace", WorkspaceArgs(
         repository=config.source_repository, tag=config.istio_version,
-        builder_exec=lambda env_keys: builder.target.apply(lambda pod: placement.builder_exec(pod, env_keys)),
+        builder_exec=builder.exec_command,
     ))
 envoy = EnvoyBuild(
     "envoy",
     EnvoyBuildArgs(
         placement=placement,
-        builder=builder.target,
+        builder_exec=builder.exec_command,
         istio_version=config.istio_version,
         bazel_build_args=config.bazel_build_args,
         compilation_mode=config.compilation_mode,
@@ -82,7 +82,7 @@ debug_image = DebugImage(
     "debug-image",
     DebugImageArgs(
         placement=placement,
-        builder=builder.target,
+        builder_exec=builder.exec_command,
         elf=envoy.elf,
         build_id=envoy.build_id,
         istio_version=config.istio_version,

@@ -13,6 +13,7 @@ mounting the workspace volume at /work and /home/.cache. It has no docker.sock: 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -36,7 +37,6 @@ def workspace_volumes(layout: WorkspaceLayout) -> list[docker.ContainerVolumeArg
 
 def builder_statefulset(placement: Placement, image: str) -> dict:
     """The builder pod: the builder image sleeping, with the workspace where the host container has it."""
-    labels = {"app.kubernetes.io/name": BUILDER_NAME, "app.kubernetes.io/part-of": "istio-proxy-debug"}
     container = {
         "name": BUILDER_CONTAINER,
         "image": image,
@@ -45,20 +45,7 @@ def builder_statefulset(placement: Placement, image: str) -> dict:
         "securityContext": {"privileged": True},
         "volumeMounts": placement.workspace_mounts(),
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": BUILDER_NAME, "namespace": placement.namespace, "labels": labels},
-        "spec": {
-            "serviceName": BUILDER_NAME,
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels, "annotations": {"sidecar.istio.io/inject": "false"}},
-                "spec": {"containers": [container], "volumes": [placement.workspace_volume()]},
-            },
-        },
-    }
+    return placement.one_pod_workload("StatefulSet", BUILDER_NAME, [container], serviceName=BUILDER_NAME)
 
 
 @dataclass
@@ -74,7 +61,7 @@ class BuilderArgs:
 class Builder(pulumi.ComponentResource):
     """Where builds run: the `router` network and the sleeping builder container, or the builder pod.
 
-    `target` is what `placement.builder_exec` runs scripts in: the container, or the pod.
+    `target` is the container, or the pod; `exec_command` the command that runs a script in it.
     """
 
     target: pulumi.Output[str]
@@ -82,6 +69,7 @@ class Builder(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: BuilderArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:builder:Builder", name, None, opts)
+        self._placement = args.placement
         if args.placement.in_cluster:
             manifest = builder_statefulset(args.placement, args.image)
             statefulset = k8s.apps.v1.StatefulSet(
@@ -119,3 +107,8 @@ class Builder(pulumi.ComponentResource):
         self.target = container.name
         self.network_name = network.name
         self.register_outputs({"target": self.target, "networkName": self.network_name})
+
+    def exec_command(self, env_keys: Sequence[str]) -> pulumi.Output[str]:
+        """The command that runs a script on stdin in the builder, passing on these variables of its own
+        environment (`Placement.builder_exec`); it waits for the builder to exist."""
+        return self.target.apply(lambda target: self._placement.builder_exec(target, list(env_keys)))

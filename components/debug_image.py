@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
@@ -83,12 +84,7 @@ def buildkit_pod(placement: Placement) -> dict:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {
-            "name": BUILD_POD,
-            "namespace": placement.namespace,
-            "labels": {"app.kubernetes.io/name": BUILD_POD, "app.kubernetes.io/part-of": "istio-proxy-debug"},
-            "annotations": {"sidecar.istio.io/inject": "false"},
-        },
+        "metadata": {**placement.metadata(BUILD_POD), "annotations": {"sidecar.istio.io/inject": "false"}},
         "spec": {
             "restartPolicy": "Never",
             "containers": [container],
@@ -122,8 +118,8 @@ def pull_reference(pushed: str, pull_address: str) -> str:
 @dataclass
 class DebugImageArgs:
     placement: Placement
-    # The builder container (host) or pod (cluster), which stages Envoy.
-    builder: pulumi.Input[str]
+    # Builder.exec_command: how the staging script reaches the builder container (host) or pod (cluster).
+    builder_exec: Callable[[list[str]], pulumi.Input[str]]
     elf: pulumi.Input[str]
     build_id: pulumi.Input[str]
     istio_version: str
@@ -150,9 +146,7 @@ class DebugImage(pulumi.ComponentResource):
         }
         stage = local.Command(
             f"{name}-context",
-            create=pulumi.Output.from_input(args.builder).apply(
-                lambda builder: args.placement.builder_exec(builder, list(staging_env))
-            ),
+            create=args.builder_exec(list(staging_env)),
             stdin=script("prepare-image-context.sh"),
             environment=staging_env,
             opts=child_options(self, opts),

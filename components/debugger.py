@@ -68,10 +68,6 @@ def attach_config(workspace_folder: str = CONTAINER_SOURCE_DIR) -> dict:
     return {"workspaceFolder": workspace_folder, "extensions": list(EXTENSIONS), "remoteUser": "root"}
 
 
-def code_server_labels() -> dict[str, str]:
-    return {"app.kubernetes.io/name": CODE_SERVER_NAME, "app.kubernetes.io/part-of": "istio-proxy-debug"}
-
-
 def code_server_workspace_file(launch_json_text: str) -> str:
     """A multi-root workspace of /work whose launch configurations are the stack's launch.json."""
     return json.dumps({"folders": [{"path": CONTAINER_SOURCE_DIR}], "launch": json.loads(launch_json_text),
@@ -82,8 +78,7 @@ def code_server_workspace_configmap(placement: Placement, workspace_file: pulumi
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": WORKSPACE_CONFIGMAP, "namespace": placement.namespace,
-                     "labels": code_server_labels()},
+        "metadata": placement.metadata(WORKSPACE_CONFIGMAP, app=CODE_SERVER_NAME),
         "data": {WORKSPACE_FILE: workspace_file},
     }
 
@@ -93,8 +88,7 @@ def code_server_secret(placement: Placement, password: pulumi.Input[str]) -> dic
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": PASSWORD_SECRET, "namespace": placement.namespace,
-                     "labels": code_server_labels()},
+        "metadata": placement.metadata(PASSWORD_SECRET, app=CODE_SERVER_NAME),
         "type": "Opaque",
         "stringData": {PASSWORD_KEY: password},
     }
@@ -102,7 +96,6 @@ def code_server_secret(placement: Placement, password: pulumi.Input[str]) -> dic
 
 def code_server_statefulset(placement: Placement, start_script: str) -> dict:
     """One code-server pod, `code-server-0`, with the workspace where the builder has it."""
-    labels = code_server_labels()
     container = {
         "name": CODE_SERVER_NAME,
         "image": CODE_SERVER_IMAGE,
@@ -127,33 +120,12 @@ def code_server_statefulset(placement: Placement, start_script: str) -> dict:
     # change (a new pid). Optional: code-server starts before the build has produced them.
     workspace_file = {"name": "workspace-file",
                       "configMap": {"name": WORKSPACE_CONFIGMAP, "optional": True}}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": CODE_SERVER_NAME, "namespace": placement.namespace, "labels": labels},
-        "spec": {
-            "serviceName": CODE_SERVER_NAME,
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels, "annotations": {"sidecar.istio.io/inject": "false"}},
-                "spec": {"containers": [container], "volumes": [placement.workspace_volume(), workspace_file]},
-            },
-        },
-    }
+    return placement.one_pod_workload("StatefulSet", CODE_SERVER_NAME, [container], [workspace_file],
+                                      serviceName=CODE_SERVER_NAME)
 
 
 def code_server_service(placement: Placement) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": CODE_SERVER_NAME, "namespace": placement.namespace, "labels": code_server_labels()},
-        "spec": {
-            "type": "ClusterIP",
-            "selector": code_server_labels(),
-            "ports": [{"name": "http", "port": CODE_SERVER_PORT, "targetPort": CODE_SERVER_PORT, "protocol": "TCP"}],
-        },
-    }
+    return placement.service(CODE_SERVER_NAME, "ClusterIP", CODE_SERVER_PORT)
 
 
 def code_server_port_forward(namespace: str, service: str) -> str:

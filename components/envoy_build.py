@@ -7,6 +7,7 @@ the ELF's build-id — are read from the build itself, not from a hard-coded per
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulumi
@@ -55,8 +56,8 @@ def parse_build_result(stdout: str) -> EnvoyArtifact:
 @dataclass
 class EnvoyBuildArgs:
     placement: Placement
-    # The builder container (host) or pod (cluster) that runs the build.
-    builder: pulumi.Input[str]
+    # Builder.exec_command: how the build script reaches the builder container (host) or pod (cluster).
+    builder_exec: Callable[[list[str]], pulumi.Input[str]]
     istio_version: str
     bazel_build_args: str
     compilation_mode: str
@@ -85,9 +86,7 @@ class EnvoyBuild(pulumi.ComponentResource):
         }
         build = local.Command(
             f"{name}-make",
-            create=pulumi.Output.from_input(args.builder).apply(
-                lambda builder: args.placement.builder_exec(builder, list(environment))
-            ),
+            create=args.builder_exec(list(environment)),
             stdin=script("build-envoy.sh"),
             environment=environment,
             # A new checkout (another tag) means a new build; so do other build args (they are in `environment`).

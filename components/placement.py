@@ -20,6 +20,7 @@ HOST = "host"
 CLUSTER = "cluster"
 WORKSPACE_VOLUME = "workspace"
 BUILDER_CONTAINER = "builder"
+PART_OF = "istio-proxy-debug"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,43 @@ class Placement:
         return [{"name": WORKSPACE_VOLUME, "mountPath": inside, "subPath": folder}
                 for folder, inside in self.layout.container_mounts()]
 
+    def metadata(self, name: str, app: str | None = None) -> dict:
+        """An object of the stack's own namespace, labelled as part of `app` (by default itself)."""
+        return {"name": name, "namespace": self.namespace, "labels": workload_labels(app or name)}
+
+    def one_pod_workload(self, kind: str, name: str, containers: list[dict], extra_volumes: Sequence[dict] = (),
+                         **spec: object) -> dict:
+        """A StatefulSet or Deployment of one pod that mounts the workspace claim (and `extra_volumes`),
+        kept out of the mesh: none of these pods is Istio's business."""
+        labels = workload_labels(name)
+        return {
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "metadata": self.metadata(name),
+            "spec": {
+                **spec,
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels, "annotations": {"sidecar.istio.io/inject": "false"}},
+                    "spec": {"containers": containers, "volumes": [self.workspace_volume(), *extra_volumes]},
+                },
+            },
+        }
+
+    def service(self, name: str, service_type: str, port: int, **port_fields: object) -> dict:
+        """The Service in front of the one-pod workload `name`, on one TCP port named http."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": self.metadata(name),
+            "spec": {
+                "type": service_type,
+                "selector": workload_labels(name),
+                "ports": [{"name": "http", "port": port, "targetPort": port, **port_fields, "protocol": "TCP"}],
+            },
+        }
+
     def builder_exec(self, builder: str, env_keys: Sequence[str]) -> str:
         """The command that runs a script on stdin in the builder (container `builder`, or the builder
         pod), passing on the named variables of the command's own environment."""
@@ -61,3 +99,7 @@ class Placement:
         passed = "".join(f'{key}="${key}" ' for key in env_keys)
         return (f"kubectl exec -i --namespace {shlex.quote(self.namespace)} {shlex.quote(builder)} "
                 f"--container {BUILDER_CONTAINER} -- env {passed}bash -s")
+
+
+def workload_labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF}

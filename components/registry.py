@@ -26,13 +26,8 @@ REGISTRY_STORAGE = "/var/lib/registry"
 REGISTRY_ENV = {"REGISTRY_STORAGE_DELETE_ENABLED": "true"}
 
 
-def registry_labels() -> dict[str, str]:
-    return {"app.kubernetes.io/name": REGISTRY_NAME, "app.kubernetes.io/part-of": "istio-proxy-debug"}
-
-
 def registry_deployment(placement: Placement) -> dict:
     """One registry pod; Recreate, because two pods must never write the same storage."""
-    labels = registry_labels()
     container = {
         "name": "registry",
         "image": REGISTRY_IMAGE,
@@ -42,34 +37,11 @@ def registry_deployment(placement: Placement) -> dict:
         "volumeMounts": [{"name": WORKSPACE_VOLUME, "mountPath": REGISTRY_STORAGE,
                           "subPath": placement.layout.registry_dir}],
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": REGISTRY_NAME, "namespace": placement.namespace, "labels": labels},
-        "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels, "annotations": {"sidecar.istio.io/inject": "false"}},
-                "spec": {"containers": [container], "volumes": [placement.workspace_volume()]},
-            },
-        },
-    }
+    return placement.one_pod_workload("Deployment", REGISTRY_NAME, [container], strategy={"type": "Recreate"})
 
 
 def registry_service(placement: Placement, node_port: int) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": REGISTRY_NAME, "namespace": placement.namespace, "labels": registry_labels()},
-        "spec": {
-            "type": "NodePort",
-            "selector": registry_labels(),
-            "ports": [{"name": "http", "port": REGISTRY_CONTAINER_PORT, "targetPort": REGISTRY_CONTAINER_PORT,
-                       "nodePort": node_port, "protocol": "TCP"}],
-        },
-    }
+    return placement.service(REGISTRY_NAME, "NodePort", REGISTRY_CONTAINER_PORT, nodePort=node_port)
 
 
 def in_cluster_address(namespace: str) -> str:

@@ -62,7 +62,7 @@ class WorkspaceArgs:
     tag: str
     # host: the folders under workDir, prepared on the developer host before any container mounts them.
     layout: WorkspaceLayout | None = None
-    # cluster: the command that runs a script in the builder pod, which mounts the workspace volume.
+    # cluster: Builder.exec_command — the checkout runs in the builder pod, which mounts the workspace volume.
     builder_exec: Callable[[list[str]], pulumi.Input[str]] | None = None
 
 
