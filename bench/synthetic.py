@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from components.config import bazel_copts  # noqa: E402
 
 # Shaped like Envoy's translation units: each includes the same headers, so its debug info repeats their
 # types and inline functions (the linker keeps one copy of the code, and one symbol), and adds a few
@@ -65,8 +67,7 @@ def clang() -> str:
 
 def stack_copts() -> list[str]:
     """The compiler options the stack's default bazelBuildArgs pass with --copt (Pulumi.yaml)."""
-    args = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]["bazelBuildArgs"]["default"]
-    return [word.split("=", 1)[1] for word in shlex.split(args) if word.startswith("--copt=")]
+    return bazel_copts(yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]["bazelBuildArgs"]["default"])
 
 
 def build_debug_elf(work: Path, units: int) -> Path:

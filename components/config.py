@@ -248,6 +248,11 @@ def bazel_compilation_mode(bazel_build_args: str) -> str:
     return mode
 
 
+def bazel_copts(bazel_build_args: str) -> list[str]:
+    """The compiler options the args pass with --copt=…, in order."""
+    return [word.split("=", 1)[1] for word in shlex.split(bazel_build_args) if word.startswith("--copt=")]
+
+
 SECRET_KEYS = frozenset({"sshPrivateKey", "codeServerPassword"})
 KEYS = (
     "istioVersion", "workDir", "sourceRepository", "builderImage", "buildEnvoy", "bazelBuildArgs",

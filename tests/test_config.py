@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import ConfigError, StackConfig, bazel_compilation_mode, parse_config
+from components.config import ConfigError, StackConfig, bazel_compilation_mode, bazel_copts, parse_config
 from tests.conftest import run_harness
 from tests.mock_stack import stack_config
 
@@ -177,3 +177,9 @@ def test_the_program_stops_with_the_message_and_no_stack_trace():
     assert "Traceback" not in done.stderr
     assert 'istio-proxy-debug:registryPort = "99999": expected an integer port from 1 to 65535' in done.stderr
     assert 'istio-proxy-debug:namespace = "Bad_Name": expected a DNS-1123 label' in done.stderr
+
+
+def test_bazel_copts_are_read_as_bazel_reads_them():
+    args = "-s --copt=-gdwarf-5 --config=debug '--copt=-DNAME=a b' --cxxopt=-std=c++17 --copt=-gpubnames"
+    assert bazel_copts(args) == ["-gdwarf-5", "-DNAME=a b", "-gpubnames"]
+    assert bazel_copts("-s --config=debug") == []

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
 
 import pytest
 
+from components.config import bazel_copts
 from tests.conftest import require_tool
 from tests.lldb_session import DEBUGGEE_SOURCE, run_lldb
 from tests.mock_stack import project_file
 
 
 def default_copts() -> list[str]:
-    args = project_file()["config"]["bazelBuildArgs"]["default"]
-    return [word.split("=", 1)[1] for word in shlex.split(args) if word.startswith("--copt=")]
+    return bazel_copts(project_file()["config"]["bazelBuildArgs"]["default"])
 
 
 def index_statistics(elf) -> dict:
