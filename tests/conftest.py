@@ -14,6 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI") == "true"
+# The dev stack in the cluster placement: what it needs beyond dev's settings (a NodePort, a password).
+CLUSTER_PASSWORD = "correct-horse-battery"
+CLUSTER_PLACEMENT = ("placement=cluster", "registryPort=30500", f"codeServerPassword={CLUSTER_PASSWORD}")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -53,3 +56,15 @@ def resource(evaluation: dict, name: str) -> dict:
     matches = [r for r in evaluation["resources"] if r["name"] == name]
     assert len(matches) == 1, f"expected one resource named {name}, found {len(matches)}"
     return matches[0]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    """The dev stack, cluster placement, under mocks."""
+    return evaluate("dev", *CLUSTER_PLACEMENT)
+
+
+@pytest.fixture(scope="module")
+def host() -> dict:
+    """The dev stack as committed (host placement), under mocks."""
+    return evaluate("dev")

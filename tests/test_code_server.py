@@ -30,12 +30,11 @@ from components.debugger import (
 from components.launch import INDEX_CACHE_DIR, launch_json
 from components.placement import WORKSPACE_VOLUME, Placement
 from components.scripts import SCRIPTS_DIR, script
-from tests.conftest import evaluate, require_tool, resource
+from tests.conftest import CLUSTER_PASSWORD as PASSWORD
+from tests.conftest import require_tool, resource
 from tests.test_target import validate
 
 PLACEMENT = Placement.cluster(namespace="istio-proxy-debug", claim_name="workspace")
-PASSWORD = "correct-horse-battery"
-CLUSTER = ("placement=cluster", "registryPort=30500", f"codeServerPassword={PASSWORD}")
 EXECROOT = "/home/.cache/bazel/_bazel_root/0123/execroot/io_istio_proxy"
 LAUNCH_JSON = json.dumps(launch_json(
     mode="attach", elf=f"{EXECROOT}/bazel-out/k8-dbg/bin/envoy", pid=15, execroot=EXECROOT,
@@ -360,16 +359,6 @@ def test_without_a_password_it_does_not_start(pod):
 
 
 # --- the program, under mocks ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cluster() -> dict:
-    return evaluate("dev", *CLUSTER)
-
-
-@pytest.fixture(scope="module")
-def host() -> dict:
-    return evaluate("dev")
 
 
 CODE_SERVER_RESOURCES = {

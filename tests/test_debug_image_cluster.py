@@ -20,22 +20,16 @@ import pytest
 from components.debug_image import CONTEXT_SUBDIR
 from components.registry import in_cluster_address
 from components.scripts import script
-from tests.conftest import ROOT, evaluate, require_tool, resource
+from tests.conftest import CLUSTER_PLACEMENT, ROOT, evaluate, require_tool, resource
 from tests.lldb_session import build_id, compile_debuggee
 from tests.mock_stack import FAKE_IMAGE_DIGEST, project_file, stack_config
 from tests.test_debug_image import heredoc, stage_envoy
 from tests.test_target import validate
 
-CLUSTER = ("placement=cluster", "registryPort=30500", "codeServerPassword=correct-horse-battery")
 SCRIPT = ROOT / "components" / "scripts" / "build-debug-image-in-cluster.sh"
 DOCKERFILE = ROOT / "components" / "docker" / "debug-image.Dockerfile"
 BUILT_DIGEST = "sha256:" + "c" * 64
 CONFIG_DIGEST = "sha256:" + "f" * 64
-
-
-@pytest.fixture(scope="module")
-def cluster() -> dict:
-    return evaluate("dev", *CLUSTER)
 
 
 def build_inputs(evaluation: dict) -> dict:
@@ -327,7 +321,7 @@ def test_nodes_pull_what_the_pod_pushed_through_the_registry_service(cluster):
 
 
 def test_a_preview_renders_the_same_build(cluster):
-    preview = build_inputs(evaluate("dev", *CLUSTER, preview=True))
+    preview = build_inputs(evaluate("dev", *CLUSTER_PLACEMENT, preview=True))
     assert preview["environment"] == build_inputs(cluster)["environment"], "known without a cluster"
 
 

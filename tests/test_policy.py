@@ -32,7 +32,7 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policy import policies
-from tests.conftest import ROOT, evaluate, resource
+from tests.conftest import CLUSTER_PLACEMENT, ROOT, evaluate, resource
 
 POLICY_DIR = ROOT / "policy"
 LLDB, PRIVILEGED, DIGEST = policies.LLDB_SERVER_POLICY, policies.PRIVILEGED_POLICY, policies.DIGEST_POLICY
@@ -44,7 +44,7 @@ PROGRAM_VARIANTS = {
     "attach": (),
     "startup": ("mode=startup",),
     "listen-all": ("lldbServerListenAll=true",),
-    "cluster": ("placement=cluster", "registryPort=30500", "codeServerPassword=correct-horse-battery"),
+    "cluster": CLUSTER_PLACEMENT,
 }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, evaluate, require_tool, resource
+from tests.conftest import CLUSTER_PASSWORD, CLUSTER_PLACEMENT, ROOT, evaluate, require_tool, resource
 
 sys.path.insert(0, str(ROOT / "tools"))
 import new_stack  # noqa: E402
@@ -104,7 +104,7 @@ def test_a_cluster_stack_gets_a_free_node_port_and_its_own_namespaces(tmp_path):
     dave = new_stack.allocate("dave", None, new_stack.stack_files(project), new_stack.defaults(project),
                               placement="cluster")
     assert dave["registryPort"] != carol["registryPort"], "NodePorts are unique in the cluster"
-    evaluation = evaluate("carol", *overrides(carol), "codeServerPassword=0123456789ab")
+    evaluation = evaluate("carol", *overrides(carol), f"codeServerPassword={CLUSTER_PASSWORD}")
     namespaces = {r["inputs"]["metadata"]["name"] for r in evaluation["resources"]
                   if r["type"] == "kubernetes:core/v1:Namespace"}
     assert namespaces == {"istio-proxy-debug-carol", carol["namespace"]}
@@ -157,7 +157,7 @@ def evaluation_bytes(tmp_path: Path, *, env: dict[str, str], prefix: list[str], 
     return done.stdout
 
 
-PLACEMENTS = {"host": (), "cluster": ("placement=cluster", "registryPort=30500", "codeServerPassword=0123456789ab")}
+PLACEMENTS = {"host": (), "cluster": CLUSTER_PLACEMENT}
 
 
 @pytest.mark.parametrize("placement", sorted(PLACEMENTS))
