@@ -918,7 +918,7 @@ def program():
     ContainerdMirror("agent-mirror", ContainerdMirrorArgs(
         nodes=["node-b.lab"], ssh_user="root", ssh_private_key=None, registry_host="192.168.122.1",
         registry_port=5000))
-    return with_key.summaries.apply(lambda s: print(json.dumps(s), file=sys.stderr))
+    return with_key.summaries.apply(lambda s: print("summaries=" + json.dumps(s), file=sys.stderr))
 
 program()
 print(json.dumps([{**r, "options": options.get(r["name"])} for r in resources]))
@@ -952,6 +952,8 @@ def test_the_component_runs_one_command_per_node_replaced_delete_first_on_a_new_
     agent = resources["agent-mirror-node-b.lab"]["inputs"]["connection"]
     agent = agent.get("secret", agent)
     assert "privateKey" not in agent and agent["user"] == "root", "no key: the SSH agent"
-    summaries = json.loads(done.stderr.strip().splitlines()[-1])
+    # Found by its marker: at exit Pulumi's runtime may print noise after it (e.g. "Invalid file descriptor").
+    [line] = [line for line in done.stderr.splitlines() if line.startswith("summaries=")]
+    summaries = json.loads(line.removeprefix("summaries="))
     assert summaries == {"192.168.122.55": "summary of containerd-mirror-192.168.122.55",
                          "fd00::7": "summary of containerd-mirror-fd00--7"}
