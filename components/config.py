@@ -248,9 +248,27 @@ def bazel_compilation_mode(bazel_build_args: str) -> str:
     return mode
 
 
-def bazel_copts(bazel_build_args: str) -> list[str]:
-    """The compiler options the args pass with --copt=…, in order."""
-    return [word.split("=", 1)[1] for word in shlex.split(bazel_build_args) if word.startswith("--copt=")]
+def bazel_option_values(bazel_build_args: str, option: str) -> list[str]:
+    """What the args pass with a repeatable bazel option (`copt`, `linkopt`), in order, as bazel reads it:
+    `--copt=-g` or `--copt -g`."""
+    words = shlex.split(bazel_build_args)
+    values = []
+    for i, word in enumerate(words):
+        if word.startswith(f"--{option}="):
+            values.append(word.split("=", 1)[1])
+        elif word == f"--{option}" and i + 1 < len(words):
+            values.append(words[i + 1])
+    return values
+
+
+def _lld_options_without_lld(bazel_build_args: str) -> list[str]:
+    """The --linkopt values only lld understands, when the args do not link with lld (gold fails the link
+    on them; GNU ld ignores them)."""
+    linkopts = bazel_option_values(bazel_build_args, "linkopt")
+    linkers = [o.split("=", 1)[1] for o in linkopts if o.startswith("-fuse-ld=")]
+    if linkers and linkers[-1] == "lld":
+        return []
+    return [o for o in linkopts if "dead-reloc-in-nonalloc" in o]
 
 
 SECRET_KEYS = frozenset({"sshPrivateKey", "codeServerPassword"})
@@ -310,6 +328,9 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
     if bazel_build_args is not None and bazel_compilation_mode(bazel_build_args) != "dbg":
         r.problem("bazelBuildArgs", bazel_build_args,
                   "expected a debug build: keep --config=debug (or -c dbg) so the ELF has debug info")
+    if bazel_build_args is not None and (lld_only := _lld_options_without_lld(bazel_build_args)):
+        r.problem("bazelBuildArgs", bazel_build_args,
+                  f"--linkopt={lld_only[0]} is an lld option: keep --linkopt=-fuse-ld=lld beside it, or drop it")
     strip_target_binary = r.boolean("stripTargetBinary")
     docker_network = r.checked(
         "dockerNetwork", r.required("dockerNetwork", "set a Docker network name, e.g. router"),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import local
 
+from components.config import bazel_option_values
 from components.placement import Placement
 from components.scripts import key_values, script
 from components.workspace import CONTAINER_SOURCE_DIR
@@ -80,6 +81,8 @@ class EnvoyBuild(pulumi.ComponentResource):
         environment = {
             "BUILD_ENVOY": "true" if args.build_envoy else "false",
             "BAZEL_BUILD_ARGS": args.bazel_build_args,
+            # What the final link will get (one per line): the script tries them before hours of compiling.
+            "LINK_CHECK_OPTIONS": "\n".join(bazel_option_values(args.bazel_build_args, "linkopt")),
             "BAZEL_TARGET": envoy_bazel_target(args.istio_version),
             "ENVOY_OUTPUT": envoy_output_path(args.istio_version, args.compilation_mode),
             "WORKSPACE_DIR": CONTAINER_SOURCE_DIR,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from components.config import ConfigError, StackConfig, bazel_compilation_mode, bazel_copts, parse_config
+from components.config import ConfigError, StackConfig, bazel_compilation_mode, bazel_option_values, parse_config
 from tests.conftest import run_harness
 from tests.mock_stack import stack_config
 
@@ -29,7 +31,9 @@ def test_dev_stack_parses_to_the_walkthrough_lab():
         project="istio-proxy-debug", stack="dev", istio_version="1.17.2", work_dir="/home/labile/istio-testing",
         source_repository="https://github.com/istio/proxy.git",
         builder_image="gcr.io/istio-testing/build-tools-proxy:release-1.17-latest-amd64", build_envoy=True,
-        bazel_build_args="-s --explain=explain.txt --config=debug --copt=-gdwarf-5 --copt=-gpubnames",
+        bazel_build_args="-s --explain=explain.txt --config=debug --copt=-gdwarf-5 --copt=-gpubnames"
+                         " --linkopt=-fuse-ld=lld"
+                         " --linkopt=-Wl,-z,dead-reloc-in-nonalloc=.debug_addr=0xffffffffffffffff",
         strip_target_binary=True,
         docker_network="router",
         docker_network_subnet="172.18.0.0/16", registry_host="192.168.122.1", registry_port=5000,
@@ -179,7 +183,27 @@ def test_the_program_stops_with_the_message_and_no_stack_trace():
     assert 'istio-proxy-debug:namespace = "Bad_Name": expected a DNS-1123 label' in done.stderr
 
 
-def test_bazel_copts_are_read_as_bazel_reads_them():
-    args = "-s --copt=-gdwarf-5 --config=debug '--copt=-DNAME=a b' --cxxopt=-std=c++17 --copt=-gpubnames"
-    assert bazel_copts(args) == ["-gdwarf-5", "-DNAME=a b", "-gpubnames"]
-    assert bazel_copts("-s --config=debug") == []
+def test_bazel_options_are_read_as_bazel_reads_them():
+    args = ("-s --copt=-gdwarf-5 --config=debug '--copt=-DNAME=a b' --cxxopt=-std=c++17 --copt -gpubnames"
+            " --linkopt=-fuse-ld=lld --linkopt -Wl,-z,now")
+    assert bazel_option_values(args, "copt") == ["-gdwarf-5", "-DNAME=a b", "-gpubnames"]
+    assert bazel_option_values(args, "linkopt") == ["-fuse-ld=lld", "-Wl,-z,now"]
+    assert bazel_option_values("-s --config=debug", "copt") == []
+
+
+DEAD_RELOC = "--linkopt=-Wl,-z,dead-reloc-in-nonalloc=.debug_addr=0xffffffffffffffff"
+
+
+@pytest.mark.parametrize("linker", ["", "--linkopt=-fuse-ld=gold", "--linkopt=-fuse-ld=lld --linkopt=-fuse-ld=gold"])
+def test_an_lld_only_link_option_without_lld_is_named_before_the_build(linker):
+    args = f"-s --config=debug {linker} {DEAD_RELOC}"
+    assert problems(bazelBuildArgs=args) == [
+        f"istio-proxy-debug:bazelBuildArgs = {json.dumps(args)}: --linkopt={DEAD_RELOC.split('=', 1)[1]} is an lld "
+        "option: keep --linkopt=-fuse-ld=lld beside it, or drop it"
+    ]
+
+
+@pytest.mark.parametrize("args", [f"-s --config=debug --linkopt=-fuse-ld=lld {DEAD_RELOC}",
+                                  "-s --config=debug --linkopt=-fuse-ld=gold"])
+def test_link_options_that_fit_the_linker_pass(args):
+    assert parse_config(raw_dev(bazelBuildArgs=args), stack="dev").bazel_build_args == args

@@ -14,14 +14,14 @@ import subprocess
 
 import pytest
 
-from components.config import bazel_copts
+from components.config import bazel_option_values
 from tests.conftest import require_tool
 from tests.lldb_session import DEBUGGEE_SOURCE, run_lldb
 from tests.mock_stack import project_file
 
 
 def default_copts() -> list[str]:
-    return bazel_copts(project_file()["config"]["bazelBuildArgs"]["default"])
+    return bazel_option_values(project_file()["config"]["bazelBuildArgs"]["default"], "copt")
 
 
 def index_statistics(elf) -> dict:

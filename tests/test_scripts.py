@@ -17,7 +17,8 @@ SCRIPTS = sorted((ROOT / "components" / "scripts").glob("*.sh"))
 # The walkthrough's build command, as typed in the builder (S3), with the name index's two --copt added.
 WALKTHROUGH_MAKE = (
     "make build BAZEL_STARTUP_ARGS='' BAZEL_BUILD_ARGS='-s  --explain=explain.txt --config=debug"
-    " --copt=-gdwarf-5 --copt=-gpubnames' BAZEL_TARGETS=':envoy'"
+    " --copt=-gdwarf-5 --copt=-gpubnames --linkopt=-fuse-ld=lld"
+    " --linkopt=-Wl,-z,dead-reloc-in-nonalloc=.debug_addr=0xffffffffffffffff' BAZEL_TARGETS=':envoy'"
 )
 BUILD_ID = "0123456789abcdef0123456789abcdef01234567"
 
@@ -258,3 +259,25 @@ def test_elf_without_build_id_is_refused(builder):
     done = build(builder, build_id="none")
     assert done.returncode == 1
     assert "has no GNU build-id note" in done.stderr
+
+
+def test_build_tries_the_link_options_on_the_builders_compiler_first(builder):
+    # The default args link with lld; the real gcc and clang of this machine must take them.
+    require_tool("ld.lld")
+    for compiler in ("gcc", "clang"):
+        require_tool(compiler)
+        builder["log"].unlink(missing_ok=True)
+        done = build(builder, CC=compiler)
+        assert done.returncode == 0, done.stderr
+        assert builder["log"].exists(), "make runs once the link options link"
+
+
+def test_link_options_the_linker_refuses_stop_the_build_before_make(builder):
+    require_tool("ld.lld")
+    args = "-s --config=debug --linkopt=-fuse-ld=lld --linkopt=-Wl,--no-such-linker-option"
+    done = build(builder, f"bazelBuildArgs={args}", CC="gcc")
+    assert done.returncode == 1
+    assert not builder["log"].exists(), "make must not start"
+    assert "gcc cannot link with bazelBuildArgs' --linkopt -fuse-ld=lld -Wl,--no-such-linker-option" in done.stderr
+    assert "no-such-linker-option" in done.stderr.split("--linkopt", 1)[1].split("\n", 1)[1], "the linker's own words"
+    assert "change those --linkopt in bazelBuildArgs" in done.stderr

@@ -98,7 +98,10 @@ def test_s3_build_runs_make_in_the_builder_only_when_source_or_args_change(dev):
     assert inputs["stdin"] == (ROOT / "components/scripts/build-envoy.sh").read_text()
     env = inputs["environment"]
     # The walkthrough's args, plus the DWARF name index that spares lldb indexing the ELF (test_name_index.py).
-    assert env["BAZEL_BUILD_ARGS"] == "-s --explain=explain.txt --config=debug --copt=-gdwarf-5 --copt=-gpubnames"
+    assert env["BAZEL_BUILD_ARGS"] == (
+        "-s --explain=explain.txt --config=debug --copt=-gdwarf-5 --copt=-gpubnames --linkopt=-fuse-ld=lld"
+        " --linkopt=-Wl,-z,dead-reloc-in-nonalloc=.debug_addr=0xffffffffffffffff"
+    )
     assert env["BAZEL_TARGET"] == ":envoy"
     assert env["ENVOY_OUTPUT"] == "k8-dbg/bin/envoy"
     assert env["BUILD_ENVOY"] == "true"

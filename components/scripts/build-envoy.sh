@@ -14,8 +14,26 @@ die() {
   exit 1
 }
 
+# bazel gives every --linkopt to the final link, hours into the build: try them first on a one-line
+# program with the compiler bazel's own toolchain takes ($CC, else gcc), so a builder that lacks the
+# linker they name fails now.
+check_link_options() {
+  local options probe
+  mapfile -t options <<<"$LINK_CHECK_OPTIONS"
+  probe=$(mktemp -d)
+  if ! printf 'int main(void) { return 0; }\n' |
+    "${CC:-gcc}" -x c - -o "$probe/a.out" "${options[@]}" 2>"$probe/errors" >&2; then
+    echo "build-envoy: ${CC:-gcc} cannot link with bazelBuildArgs' --linkopt ${options[*]}:" >&2
+    cat "$probe/errors" >&2
+    rm -rf "$probe"
+    die "install the linker they name in the builder image, or change those --linkopt in bazelBuildArgs"
+  fi
+  rm -rf "$probe"
+}
+
 cd "$WORKSPACE_DIR"
 if [ "$BUILD_ENVOY" = true ]; then
+  [ -z "${LINK_CHECK_OPTIONS:-}" ] || check_link_options
   echo "make build BAZEL_BUILD_ARGS='$BAZEL_BUILD_ARGS' BAZEL_TARGETS='$BAZEL_TARGET' in $WORKSPACE_DIR" >&2
   # stdin is this script: keep make and bazel away from it.
   make build BAZEL_STARTUP_ARGS='' BAZEL_BUILD_ARGS="$BAZEL_BUILD_ARGS" BAZEL_TARGETS="$BAZEL_TARGET" \
