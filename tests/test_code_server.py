@@ -27,7 +27,7 @@ from components.debugger import (
     code_server_workspace_configmap,
     code_server_workspace_file,
 )
-from components.launch import INDEX_CACHE_DIR, launch_json
+from components.launch import LLDB_CACHE_DIR, launch_json
 from components.placement import WORKSPACE_VOLUME, Placement
 from components.scripts import SCRIPTS_DIR, script
 from tests.conftest import CLUSTER_PASSWORD as PASSWORD
@@ -90,8 +90,8 @@ def test_it_mounts_the_workspace_volume_where_the_builder_does():
     assert claim["persistentVolumeClaim"]["claimName"] == "workspace"
 
 
-def test_lldbs_index_cache_is_on_a_writable_mount_and_it_runs_as_root():
-    covering = [m for m in container()["volumeMounts"] if INDEX_CACHE_DIR.startswith(m["mountPath"] + "/")]
+def test_lldbs_caches_are_on_a_writable_mount_and_it_runs_as_root():
+    covering = [m for m in container()["volumeMounts"] if LLDB_CACHE_DIR.startswith(m["mountPath"] + "/")]
     assert [m["mountPath"] for m in covering] == ["/home/.cache"]
     assert not covering[0].get("readOnly", False)
     assert container()["securityContext"]["runAsUser"] == 0
