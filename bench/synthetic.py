@@ -1,10 +1,11 @@
-"""A synthetic debug ELF: many template-heavy C++ translation units compiled like Envoy's debug build
-(clang, -g -O0, plus the extra compiler options the stack's bazelBuildArgs add), large enough to stand in
-for Envoy in the benchmarks."""
+"""A synthetic debug ELF: many template-heavy C++ translation units compiled and linked like Envoy's debug
+build (clang, -g -O0, plus the compiler and linker options the stack's bazelBuildArgs add), large enough
+to stand in for Envoy in the benchmarks."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.config import bazel_copts  # noqa: E402
+from components.config import bazel_option_values  # noqa: E402
 
 # Shaped like Envoy's translation units: each includes the same headers, so its debug info repeats their
 # types and inline functions (the linker keeps one copy of the code, and one symbol), and adds a few
@@ -65,16 +66,31 @@ def clang() -> str:
     return found
 
 
-def stack_copts() -> list[str]:
-    """The compiler options the stack's default bazelBuildArgs pass with --copt (Pulumi.yaml)."""
-    return bazel_copts(yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]["bazelBuildArgs"]["default"])
+def stack_options(option: str) -> list[str]:
+    """What the stack's default bazelBuildArgs (Pulumi.yaml) pass with --copt or --linkopt."""
+    args = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]["bazelBuildArgs"]["default"]
+    return bazel_option_values(args, option)
+
+
+def walkthrough_linkopts() -> list[str]:
+    """The stack's link without what it adds to the debug info (dead code's addresses marked dead): the
+    same linker, so that only the debug info differs."""
+    return [o for o in stack_options("linkopt") if "dead-reloc-in-nonalloc" not in o]
+
+
+def fingerprint(units: int) -> str:
+    """Changes with everything the ELF is built from: the unit's source, the compiler, the stack's options."""
+    version = subprocess.run([clang(), "--version"], capture_output=True, text=True, check=True).stdout
+    made_of = [UNIT, SHARED, OWN, units, version, stack_options("copt"), stack_options("linkopt")]
+    return hashlib.sha256(repr(made_of).encode()).hexdigest()[:12]
 
 
 def build_debug_elf(work: Path, units: int) -> Path:
     """Compiles `units` translation units (on every core) as the stack builds Envoy and links them into
-    work/envoy, which parks in park() when SYNTHETIC_PARK is set (a process to attach to)."""
+    work/envoy, which parks in park() when SYNTHETIC_PARK is set (a process to attach to). The objects
+    stay in `work` for `relink`."""
     compiler = clang()
-    flags = ["-std=c++17", "-g", "-O0", *stack_copts()]
+    flags = ["-std=c++17", "-g", "-O0", *stack_options("copt")]
     sources = []
     for n in range(units):
         source = work / f"unit{n}.cc"
@@ -99,7 +115,12 @@ def build_debug_elf(work: Path, units: int) -> Path:
         return obj
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        objects = list(pool.map(compile_one, sources))
-    elf = work / "envoy"
-    subprocess.run([compiler, "-o", str(elf), *map(str, objects)], check=True)
+        list(pool.map(compile_one, sources))
+    return relink(work, units, work / "envoy", stack_options("linkopt"))
+
+
+def relink(work: Path, units: int, elf: Path, linkopts: list[str]) -> Path:
+    """Links the objects build_debug_elf compiled in `work` into `elf` with these linker options."""
+    objects = [str(work / f"unit{n}.o") for n in range(units)] + [str(work / "main.o")]
+    subprocess.run([clang(), *linkopts, "-o", str(elf), *objects], check=True)
     return elf
