@@ -1,13 +1,15 @@
 """Time from connecting to the first full backtrace, through lldb-server on loopback, cold and warm.
 
 Builds a large synthetic C++ program the way the stack builds Envoy (bench/synthetic.py: clang, -g -O0,
-and bazelBuildArgs' --copt options, which add a DWARF 5 name index, .debug_names), runs its stripped copy,
-serves it with `lldb-server platform` (Debian's lldb 14, as the debug image ships it; gdbserver ports
-pinned as the stack pins them), and times each lldb client through what a debug session starts with:
-connect, target = the unstripped ELF, attach, a full backtrace.
-  cold:        the walkthrough: an ELF without a name index (the same ELF, .debug_names removed), lldb as
-               it comes (its default settings), empty caches;
-  cache only:  that same ELF with the stack's lldb settings (components/launch.py), index cache filled —
+and bazelBuildArgs' --copt and --linkopt options, which add a DWARF 5 name index, .debug_names, and mark
+the addresses of discarded inline copies dead), runs its stripped copy, serves it with `lldb-server
+platform` (Debian's lldb 14, as the debug image ships it; gdbserver ports pinned as the stack pins them),
+and times each lldb client through what a debug session starts with: connect, target = the unstripped
+ELF, attach, a full backtrace.
+  cold:        the walkthrough: its ELF (the same objects linked by the same linker without the stack's
+               additions to the debug info, .debug_names removed), lldb as it comes (its default
+               settings), empty caches;
+  cache only:  that same ELF with the stack's lldb settings (components/launch.py), caches filled —
                what the settings alone give;
   first:       the stack: its ELF and its settings, empty caches — the stack's first attach;
   warm:        the stack: its ELF and its settings, caches filled — every later attach to the same build.
@@ -22,8 +24,9 @@ release CodeLLDB 1.11 bundles, which is what runs on F5.
 
     .venv/bin/python bench/attach_latency.py [--units 1000] [--keep DIR] [--debian-lldb 19 ...]
 
-1000 units are about 460 MB of debug info and take about 10 minutes to build on 2 cores; --keep DIR keeps
-the ELF (and the unpacked clients) there for reruns.
+1000 units are a 520 MB ELF (460 MB of debug info) and take about 8 minutes to build on 2 cores; 2400 are
+about the walkthrough's 1.2 GB. --keep DIR keeps both ELFs (under a name that changes with everything
+they are built from) and the unpacked clients there for reruns.
 """
 
 from __future__ import annotations
