@@ -28,8 +28,8 @@ int main() { pause(); return pod_only_work(1); }
 
 @pytest.fixture
 def pod(tmp_path):
-    """A debuggee and an lldb-server platform in a mount namespace of their own, where `lib` is mounted
-    on a folder that is empty outside it."""
+    """A debuggee and an lldb-server platform in mount and PID namespaces of their own, where `lib` is
+    mounted on a folder that is empty outside them."""
     if os.geteuid() != 0:
         pytest.skip("needs root for a mount namespace")
     for tool in ("unshare", "g++", "lldb", "lldb-server"):
@@ -50,7 +50,9 @@ def pod(tmp_path):
     inside = (f'mount --bind "{library_dir}" "{mount_point}"; "{program}" & echo $! > "{pid_file}"; '
               f'exec "{server}" platform --server --listen 127.0.0.1:{port} '
               f"--min-gdbserver-port {port + 1} --max-gdbserver-port {port + 5}")
-    with running(["unshare", "--mount", "--propagation", "private", "sh", "-c", inside]):
+    # Its own PID namespace too, as a pod has: the debuggee dies with the server when the test ends.
+    with running(["unshare", "--mount", "--propagation", "private", "--pid", "--mount-proc", "--kill-child",
+                  "sh", "-c", inside]):
         wait_for_port(port)
         deadline = time.monotonic() + 10
         while not pid_file.exists() or not pid_file.read_text().strip():
