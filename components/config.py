@@ -261,6 +261,18 @@ def bazel_option_values(bazel_build_args: str, option: str) -> list[str]:
     return values
 
 
+# istio/proxy's envoy.bazelrc: build:linux --fission=dbg,opt.
+_BAZELRC_FISSION = "dbg,opt"
+
+
+def bazel_fission_modes(bazel_build_args: str) -> set[str]:
+    """The compilation modes whose DWARF goes to .dwo files beside the objects; the last --fission wins."""
+    value = ([_BAZELRC_FISSION] + bazel_option_values(bazel_build_args, "fission"))[-1]
+    if value == "yes":
+        return {"fastbuild", "dbg", "opt"}
+    return set() if value == "no" else set(value.split(","))
+
+
 def _lld_options_without_lld(bazel_build_args: str) -> list[str]:
     """The --linkopt values only lld understands, when the args do not link with lld (gold fails the link
     on them; GNU ld ignores them)."""
@@ -328,6 +340,12 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
     if bazel_build_args is not None and bazel_compilation_mode(bazel_build_args) != "dbg":
         r.problem("bazelBuildArgs", bazel_build_args,
                   "expected a debug build: keep --config=debug (or -c dbg) so the ELF has debug info")
+    if bazel_build_args is not None and bazel_compilation_mode(bazel_build_args) == "dbg" and \
+            "dbg" in bazel_fission_modes(bazel_build_args):
+        r.problem("bazelBuildArgs", bazel_build_args,
+                  "expected --fission=no: istio/proxy's envoy.bazelrc (--fission=dbg,opt) would leave a debug "
+                  "build's DWARF in .dwo files beside the objects, which lldb finds only when run from the "
+                  "execution root")
     if bazel_build_args is not None and (lld_only := _lld_options_without_lld(bazel_build_args)):
         r.problem("bazelBuildArgs", bazel_build_args,
                   f"--linkopt={lld_only[0]} is an lld option: keep --linkopt=-fuse-ld=lld beside it, or drop it")

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from components.config import ConfigError, StackConfig, bazel_compilation_mode, bazel_option_values, parse_config
+from components.config import (
+    ConfigError,
+    StackConfig,
+    bazel_compilation_mode,
+    bazel_fission_modes,
+    bazel_option_values,
+    parse_config,
+)
 from tests.conftest import run_harness
 from tests.mock_stack import stack_config
 
@@ -31,7 +38,8 @@ def test_dev_stack_parses_to_the_walkthrough_lab():
         project="istio-proxy-debug", stack="dev", istio_version="1.17.2", work_dir="/home/labile/istio-testing",
         source_repository="https://github.com/istio/proxy.git",
         builder_image="gcr.io/istio-testing/build-tools-proxy:release-1.17-latest-amd64", build_envoy=True,
-        bazel_build_args="-s --explain=explain.txt --config=debug --copt=-gdwarf-5 --copt=-gpubnames"
+        bazel_build_args="-s --explain=explain.txt --config=debug --fission=no --copt=-gdwarf-5"
+                         " --copt=-gpubnames"
                          " --linkopt=-fuse-ld=lld"
                          " --linkopt=-Wl,-z,dead-reloc-in-nonalloc=.debug_addr=0xffffffffffffffff",
         strip_target_binary=True,
@@ -83,6 +91,9 @@ def test_dev_stack_parses_to_the_walkthrough_lab():
         ("bazelBuildArgs", "-s --config=debug '", "balanced quotes"),
         ("bazelBuildArgs", "-s --config=release", "debug build"),
         ("bazelBuildArgs", "--config=debug -c opt", "debug build"),
+        ("bazelBuildArgs", "-s --config=debug", "expected --fission=no"),
+        ("bazelBuildArgs", "-s --config=debug --fission=no --fission=dbg", "expected --fission=no"),
+        ("bazelBuildArgs", "-s -c dbg --fission yes", "expected --fission=no"),
         ("appUid", "1337", "other than 1337"),
         ("appUid", "0", "uid from 1"),
         ("sshUser", "Root User", "Unix user name"),
@@ -191,19 +202,35 @@ def test_bazel_options_are_read_as_bazel_reads_them():
     assert bazel_option_values("-s --config=debug", "copt") == []
 
 
+@pytest.mark.parametrize(("args", "split"), [
+    ("-s", {"dbg", "opt"}),  # envoy.bazelrc's own
+    ("--fission=no", set()),
+    ("--fission=opt", {"opt"}),
+    ("--fission yes", {"fastbuild", "dbg", "opt"}),
+    ("--fission=no --fission=dbg,opt", {"dbg", "opt"}),
+])
+def test_fission_is_read_as_bazel_reads_it_over_envoy_bazelrc(args, split):
+    assert bazel_fission_modes(args) == split
+
+
+def test_a_debug_build_with_fission_only_for_opt_passes():
+    args = "-s --config=debug --fission=opt"
+    assert parse_config(raw_dev(bazelBuildArgs=args), stack="dev").bazel_build_args == args
+
+
 DEAD_RELOC = "--linkopt=-Wl,-z,dead-reloc-in-nonalloc=.debug_addr=0xffffffffffffffff"
 
 
 @pytest.mark.parametrize("linker", ["", "--linkopt=-fuse-ld=gold", "--linkopt=-fuse-ld=lld --linkopt=-fuse-ld=gold"])
 def test_an_lld_only_link_option_without_lld_is_named_before_the_build(linker):
-    args = f"-s --config=debug {linker} {DEAD_RELOC}"
+    args = f"-s --config=debug --fission=no {linker} {DEAD_RELOC}"
     assert problems(bazelBuildArgs=args) == [
         f"istio-proxy-debug:bazelBuildArgs = {json.dumps(args)}: --linkopt={DEAD_RELOC.split('=', 1)[1]} is an lld "
         "option: keep --linkopt=-fuse-ld=lld beside it, or drop it"
     ]
 
 
-@pytest.mark.parametrize("args", [f"-s --config=debug --linkopt=-fuse-ld=lld {DEAD_RELOC}",
-                                  "-s --config=debug --linkopt=-fuse-ld=gold"])
+@pytest.mark.parametrize("args", [f"-s --config=debug --fission=no --linkopt=-fuse-ld=lld {DEAD_RELOC}",
+                                  "-s --config=debug --fission=no --linkopt=-fuse-ld=gold"])
 def test_link_options_that_fit_the_linker_pass(args):
     assert parse_config(raw_dev(bazelBuildArgs=args), stack="dev").bazel_build_args == args

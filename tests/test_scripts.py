@@ -16,7 +16,7 @@ from tests.conftest import ROOT, evaluate, require_tool, resource
 SCRIPTS = sorted((ROOT / "components" / "scripts").glob("*.sh"))
 # The walkthrough's build command, as typed in the builder (S3), with the name index's two --copt added.
 WALKTHROUGH_MAKE = (
-    "make build BAZEL_STARTUP_ARGS='' BAZEL_BUILD_ARGS='-s  --explain=explain.txt --config=debug"
+    "make build BAZEL_STARTUP_ARGS='' BAZEL_BUILD_ARGS='-s  --explain=explain.txt --config=debug --fission=no"
     " --copt=-gdwarf-5 --copt=-gpubnames --linkopt=-fuse-ld=lld"
     " --linkopt=-Wl,-z,dead-reloc-in-nonalloc=.debug_addr=0xffffffffffffffff' BAZEL_TARGETS=':envoy'"
 )
@@ -274,7 +274,7 @@ def test_build_tries_the_link_options_on_the_builders_compiler_first(builder):
 
 def test_link_options_the_linker_refuses_stop_the_build_before_make(builder):
     require_tool("ld.lld")
-    args = "-s --config=debug --linkopt=-fuse-ld=lld --linkopt=-Wl,--no-such-linker-option"
+    args = "-s --config=debug --fission=no --linkopt=-fuse-ld=lld --linkopt=-Wl,--no-such-linker-option"
     done = build(builder, f"bazelBuildArgs={args}", CC="gcc")
     assert done.returncode == 1
     assert not builder["log"].exists(), "make must not start"

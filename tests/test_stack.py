@@ -99,8 +99,8 @@ def test_s3_build_runs_make_in_the_builder_only_when_source_or_args_change(dev):
     env = inputs["environment"]
     # The walkthrough's args, plus the DWARF name index that spares lldb indexing the ELF (test_name_index.py).
     assert env["BAZEL_BUILD_ARGS"] == (
-        "-s --explain=explain.txt --config=debug --copt=-gdwarf-5 --copt=-gpubnames --linkopt=-fuse-ld=lld"
-        " --linkopt=-Wl,-z,dead-reloc-in-nonalloc=.debug_addr=0xffffffffffffffff"
+        "-s --explain=explain.txt --config=debug --fission=no --copt=-gdwarf-5 --copt=-gpubnames"
+        " --linkopt=-fuse-ld=lld --linkopt=-Wl,-z,dead-reloc-in-nonalloc=.debug_addr=0xffffffffffffffff"
     )
     assert env["BAZEL_TARGET"] == ":envoy"
     assert env["ENVOY_OUTPUT"] == "k8-dbg/bin/envoy"

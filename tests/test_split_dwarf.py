@@ -1,0 +1,62 @@
+"""Why bazelBuildArgs turns fission off (--fission=no).
+
+istio/proxy's envoy.bazelrc sets `--fission=dbg,opt`: a debug build's DWARF would stay in one .dwo file per
+object, which the ELF names relative to the compilation dir bazel records, /proc/self/cwd — the cwd of the
+debugger, not of the build. Here real clang builds a bazel-shaped execution root both ways, and the real
+lldb, started elsewhere (as VS Code starts it) with the stack's own settings and source map, loses the
+function's source in the split build and has it in the whole one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from components.launch import lldb_commands
+from tests.conftest import require_tool
+from tests.lldb_session import lldb_environment
+
+SOURCE = "int work(int n) {\n  return n + 1;\n}\nint main() { return work(1); }\n"
+
+
+def build(root, split: bool):
+    """An execution root with source/m.cc compiled as bazel compiles (PWD=/proc/self/cwd) into bazel-out."""
+    compiler = require_tool("clang++")
+    (root / "source").mkdir(parents=True)
+    (root / "source" / "m.cc").write_text(SOURCE)
+    out = root / "bazel-out" / "k8-dbg" / "bin"
+    (out / "_objs").mkdir(parents=True)
+    flags = ["-g", "-O0", "-gdwarf-5", "-fdebug-compilation-dir=/proc/self/cwd", *(["-gsplit-dwarf"] if split else [])]
+    subprocess.run([compiler, *flags, "-c", "source/m.cc", "-o", "bazel-out/k8-dbg/bin/_objs/m.o"], cwd=root,
+                   check=True)
+    subprocess.run([compiler, "-o", str(out / "envoy"), str(out / "_objs" / "m.o")], check=True)
+    return out / "envoy"
+
+
+def breakpoint_line(elf, execroot, cwd) -> str:
+    require_tool("lldb")
+    session = lldb_commands(mode="attach", elf=str(elf), pid=1, execroot=str(execroot), sandbox_roots=[],
+                            connect_url="connect://127.0.0.1:1")
+    local = [c for c in session if c.startswith(("settings ", "target create "))]
+    args = ["lldb", "--batch", "--no-lldbinit"]
+    for command in [*local, "breakpoint set --name work"]:
+        args += ["-o", command]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=cwd, env=lldb_environment())
+    return next(line for line in done.stdout.splitlines() if line.startswith("Breakpoint 1:"))
+
+
+@pytest.mark.parametrize(("split", "from_execroot", "has_source"), [
+    (True, False, False),  # fission, as envoy.bazelrc has it: lost
+    (True, True, True),  # found only when lldb happens to run in the execution root
+    (False, False, True),  # --fission=no: the ELF holds it all
+])
+def test_lldb_finds_a_split_builds_source_only_from_the_execroot(tmp_path, split, from_execroot, has_source):
+    execroot = tmp_path / "execroot"
+    elf = build(execroot, split)
+    assert (execroot / "bazel-out" / "k8-dbg" / "bin" / "_objs" / "m.dwo").exists() == split
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    line = breakpoint_line(elf, execroot, execroot if from_execroot else elsewhere)
+    assert line.startswith("Breakpoint 1: where = envoy`work(int) + "), line
+    assert (" at m.cc:2" in line) == has_source, line
