@@ -20,7 +20,7 @@ its start-up and teardown included, is printed beside it.
 The clients: Debian's `lldb` (14: the debugger container's terminal lldb) and, with --debian-lldb 19, that
 Debian release of lldb beside it: its library installed (liblldb-19, which lldb 14 does not mind), its
 client and Python module unpacked beside the ELF (python3-lldb-19 conflicts with lldb 14's) — the LLVM
-release CodeLLDB 1.11 bundles, which is what runs on F5.
+release CodeLLDB 1.11.0–1.11.4 bundle, which is what runs on F5 with them (later ones bundle LLVM 20).
 
     .venv/bin/python bench/attach_latency.py [--units 1000] [--keep DIR] [--debian-lldb 19 ...]
 
@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=1000, help="translation units of the synthetic ELF")
     parser.add_argument("--keep", type=Path, help="a folder that keeps the ELFs and unpacked clients for reruns")
     parser.add_argument("--debian-lldb", type=int, action="append", default=[], metavar="MAJOR",
-                        help="also measure Debian's lldb-MAJOR, unpacked (e.g. 19, as CodeLLDB 1.11 bundles)")
+                        help="also measure Debian's lldb-MAJOR, unpacked (e.g. 19, as CodeLLDB 1.11.0-1.11.4 bundle)")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
