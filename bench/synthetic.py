@@ -12,12 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.config import bazel_option_values  # noqa: E402
+from components.config import marks_dead_code  # noqa: E402
+from tests.mock_stack import default_bazel_options  # noqa: E402
 
 # Shaped like Envoy's translation units: each includes the same headers, so its debug info repeats their
 # types and inline functions (the linker keeps one copy of the code, and one symbol), and adds a few
@@ -66,22 +65,16 @@ def clang() -> str:
     return found
 
 
-def stack_options(option: str) -> list[str]:
-    """What the stack's default bazelBuildArgs (Pulumi.yaml) pass with --copt or --linkopt."""
-    args = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]["bazelBuildArgs"]["default"]
-    return bazel_option_values(args, option)
-
-
 def walkthrough_linkopts() -> list[str]:
     """The stack's link without what it adds to the debug info (dead code's addresses marked dead): the
     same linker, so that only the debug info differs."""
-    return [o for o in stack_options("linkopt") if "dead-reloc-in-nonalloc" not in o]
+    return [o for o in default_bazel_options("linkopt") if not marks_dead_code(o)]
 
 
 def fingerprint(units: int) -> str:
     """Changes with everything the ELF is built from: the unit's source, the compiler, the stack's options."""
     version = subprocess.run([clang(), "--version"], capture_output=True, text=True, check=True).stdout
-    made_of = [UNIT, SHARED, OWN, units, version, stack_options("copt"), stack_options("linkopt")]
+    made_of = [UNIT, SHARED, OWN, units, version, default_bazel_options("copt"), default_bazel_options("linkopt")]
     return hashlib.sha256(repr(made_of).encode()).hexdigest()[:12]
 
 
@@ -90,7 +83,7 @@ def build_debug_elf(work: Path, units: int) -> Path:
     work/envoy, which parks in park() when SYNTHETIC_PARK is set (a process to attach to). The objects
     stay in `work` for `relink`."""
     compiler = clang()
-    flags = ["-std=c++17", "-g", "-O0", *stack_options("copt")]
+    flags = ["-std=c++17", "-g", "-O0", *default_bazel_options("copt")]
     sources = []
     for n in range(units):
         source = work / f"unit{n}.cc"
@@ -116,7 +109,7 @@ def build_debug_elf(work: Path, units: int) -> Path:
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         list(pool.map(compile_one, sources))
-    return relink(work, units, work / "envoy", stack_options("linkopt"))
+    return relink(work, units, work / "envoy", default_bazel_options("linkopt"))
 
 
 def relink(work: Path, units: int, elf: Path, linkopts: list[str]) -> Path:

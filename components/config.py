@@ -273,6 +273,11 @@ def bazel_fission_modes(bazel_build_args: str) -> set[str]:
     return set() if value == "no" else set(value.split(","))
 
 
+def marks_dead_code(linkopt: str) -> bool:
+    """Whether a linker option is the stack's dead-code marking (lld's -z dead-reloc-in-nonalloc)."""
+    return "dead-reloc-in-nonalloc" in linkopt
+
+
 def _lld_options_without_lld(bazel_build_args: str) -> list[str]:
     """The --linkopt values only lld understands, when the args do not link with lld (gold fails the link
     on them; GNU ld ignores them)."""
@@ -280,7 +285,7 @@ def _lld_options_without_lld(bazel_build_args: str) -> list[str]:
     linkers = [o.split("=", 1)[1] for o in linkopts if o.startswith("-fuse-ld=")]
     if linkers and linkers[-1] == "lld":
         return []
-    return [o for o in linkopts if "dead-reloc-in-nonalloc" in o]
+    return [o for o in linkopts if marks_dead_code(o)]
 
 
 SECRET_KEYS = frozenset({"sshPrivateKey", "codeServerPassword"})

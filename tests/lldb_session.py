@@ -106,11 +106,13 @@ def lldb_environment() -> dict[str, str]:
     return env
 
 
-def run_lldb(commands: list[str], timeout: float = 120) -> str:
-    """Runs the lldb client in batch mode with these commands; returns what it printed."""
+def run_lldb(commands: list[str], timeout: float = 120, cwd: Path | None = None, home: Path | None = None) -> str:
+    """Runs the lldb client in batch mode with these commands (in `cwd`, with `home` as its HOME); returns
+    what it printed."""
     lldb = require_tool("lldb")
     args = [lldb, "--batch", "--no-lldbinit"]
     for command in commands:
         args += ["-o", command]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=lldb_environment())
+    env = lldb_environment() if home is None else {**lldb_environment(), "HOME": str(home)}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
     return done.stdout + done.stderr

@@ -53,6 +53,13 @@ def project_file() -> dict:
     return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
 
 
+def default_bazel_options(option: str) -> list[str]:
+    """What the default bazelBuildArgs (Pulumi.yaml) pass with --copt or --linkopt."""
+    from components.config import bazel_option_values  # here: the harness imports the SDK only when it runs
+
+    return bazel_option_values(project_file()["config"]["bazelBuildArgs"]["default"], option)
+
+
 def stack_config(stack: str, overrides: dict[str, str | None] | None = None) -> tuple[dict[str, str], list[str]]:
     """The `<project>:<key>` → string map and the secret keys the CLI would pass for `stack`."""
     project = project_file()

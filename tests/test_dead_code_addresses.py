@@ -16,10 +16,10 @@ import subprocess
 
 import pytest
 
-from components.config import bazel_option_values
+from components.config import marks_dead_code
 from tests.conftest import require_tool
 from tests.lldb_session import run_lldb, source_line
-from tests.mock_stack import project_file
+from tests.mock_stack import default_bazel_options
 
 TOMBSTONE = "ffffffffffffffff"
 HEADER = """\
@@ -36,10 +36,6 @@ UNITS = {
 }
 
 
-def default_options(option: str) -> list[str]:
-    return bazel_option_values(project_file()["config"]["bazelBuildArgs"]["default"], option)
-
-
 @pytest.fixture(scope="module")
 def linked(tmp_path_factory):
     """The same objects linked as the stack links Envoy, and by lld as it comes (the control)."""
@@ -51,10 +47,10 @@ def linked(tmp_path_factory):
     objects = []
     for name, text in UNITS.items():
         (work / name).write_text(text)
-        subprocess.run([compiler, "-g", "-O0", *default_options("copt"), "-c", name], cwd=work, check=True)
+        subprocess.run([compiler, "-g", "-O0", *default_bazel_options("copt"), "-c", name], cwd=work, check=True)
         objects.append(name.replace(".cc", ".o"))
-    linkopts = default_options("linkopt")
-    plain = [o for o in linkopts if "dead-reloc-in-nonalloc" not in o]
+    linkopts = default_bazel_options("linkopt")
+    plain = [o for o in linkopts if not marks_dead_code(o)]
     for name, options in (("stack", linkopts), ("plain", plain)):
         subprocess.run([compiler, *options, "-o", name, *objects], cwd=work, check=True)
     return work
@@ -66,7 +62,7 @@ def debug_addresses(elf) -> list[str]:
 
 
 def test_the_default_build_args_link_with_lld_and_mark_dead_addresses():
-    linkopts = default_options("linkopt")
+    linkopts = default_bazel_options("linkopt")
     assert "-fuse-ld=lld" in linkopts
     assert f"-Wl,-z,dead-reloc-in-nonalloc=.debug_addr=0x{TOMBSTONE}" in linkopts
 

@@ -16,7 +16,7 @@ import pytest
 
 from components.launch import lldb_settings, platform_commands
 from tests.conftest import require_tool
-from tests.lldb_session import free_port_block, lldb_environment, running, wait_for_port
+from tests.lldb_session import free_port_block, run_lldb, running, wait_for_port
 
 LIBRARY = "int pod_only_work(int n) { return n + 1; }\n"
 PROGRAM = """\
@@ -67,13 +67,8 @@ def attach(pod: dict) -> str:
     commands = [*lldb_settings(str(pod["cache"])), "log enable gdb-remote packets",
                 *platform_commands(f"connect://127.0.0.1:{pod['port']}"), f"target create {pod['program']}",
                 f"process attach --pid {pod['pid']}", "image list", "detach"]
-    args = ["lldb", "--batch", "--no-lldbinit"]
-    for command in commands:
-        args += ["-o", command]
     pod["home"].mkdir(exist_ok=True)
-    done = subprocess.run(args, capture_output=True, text=True, timeout=120,
-                          env={**lldb_environment(), "HOME": str(pod["home"])})
-    return done.stdout + done.stderr
+    return run_lldb(commands, home=pod["home"])
 
 
 def opened_remotely(transcript: str, name: str) -> bool:

@@ -14,14 +14,9 @@ import subprocess
 
 import pytest
 
-from components.config import bazel_option_values
 from tests.conftest import require_tool
 from tests.lldb_session import DEBUGGEE_SOURCE, run_lldb
-from tests.mock_stack import project_file
-
-
-def default_copts() -> list[str]:
-    return bazel_option_values(project_file()["config"]["bazelBuildArgs"]["default"], "copt")
+from tests.mock_stack import default_bazel_options
 
 
 def index_statistics(elf) -> dict:
@@ -40,8 +35,8 @@ def built(tmp_path_factory):
     work = tmp_path_factory.mktemp("name-index")
     (work / "prog.cc").write_text(DEBUGGEE_SOURCE)
     with_index = work / "with-index"
-    subprocess.run([compiler, "-g", "-O0", *default_copts(), "-o", str(with_index), str(work / "prog.cc")],
-                   check=True)
+    subprocess.run([compiler, "-g", "-O0", *default_bazel_options("copt"), "-o", str(with_index),
+                    str(work / "prog.cc")], check=True)
     without_index = work / "without-index"
     subprocess.run(["objcopy", "--remove-section", ".debug_names", str(with_index), str(without_index)], check=True)
     return with_index, without_index
@@ -53,7 +48,7 @@ def sections(elf) -> set[str]:
 
 
 def test_the_default_build_args_ask_clang_for_a_dwarf5_name_index():
-    assert {"-gdwarf-5", "-gpubnames"} <= set(default_copts())
+    assert {"-gdwarf-5", "-gpubnames"} <= set(default_bazel_options("copt"))
 
 
 def test_clang_emits_the_name_index_and_lldb_looks_names_up_in_it(built):

@@ -14,7 +14,8 @@ from components.envoy_build import parse_build_result
 from tests.conftest import ROOT, evaluate, require_tool, resource
 
 SCRIPTS = sorted((ROOT / "components" / "scripts").glob("*.sh"))
-# The walkthrough's build command, as typed in the builder (S3), with the name index's two --copt added.
+# The walkthrough's build command, as typed in the builder (S3), with what the stack adds for lldb: --fission=no,
+# the name index's two --copt and the dead-code marks' two --linkopt.
 WALKTHROUGH_MAKE = (
     "make build BAZEL_STARTUP_ARGS='' BAZEL_BUILD_ARGS='-s  --explain=explain.txt --config=debug --fission=no"
     " --copt=-gdwarf-5 --copt=-gpubnames --linkopt=-fuse-ld=lld"

@@ -15,7 +15,7 @@ import pytest
 
 from components.launch import lldb_commands
 from tests.conftest import require_tool
-from tests.lldb_session import lldb_environment
+from tests.lldb_session import run_lldb
 
 SOURCE = "int work(int n) {\n  return n + 1;\n}\nint main() { return work(1); }\n"
 
@@ -35,15 +35,11 @@ def build(root, split: bool):
 
 
 def breakpoint_line(elf, execroot, cwd) -> str:
-    require_tool("lldb")
     session = lldb_commands(mode="attach", elf=str(elf), pid=1, execroot=str(execroot), sandbox_roots=[],
                             connect_url="connect://127.0.0.1:1")
     local = [c for c in session if c.startswith(("settings ", "target create "))]
-    args = ["lldb", "--batch", "--no-lldbinit"]
-    for command in [*local, "breakpoint set --name work"]:
-        args += ["-o", command]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=cwd, env=lldb_environment())
-    return next(line for line in done.stdout.splitlines() if line.startswith("Breakpoint 1:"))
+    transcript = run_lldb([*local, "breakpoint set --name work"], cwd=cwd)
+    return next(line for line in transcript.splitlines() if line.startswith("Breakpoint 1:"))
 
 
 @pytest.mark.parametrize(("split", "from_execroot", "has_source"), [

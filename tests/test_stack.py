@@ -97,7 +97,8 @@ def test_s3_build_runs_make_in_the_builder_only_when_source_or_args_change(dev):
     assert inputs["create"].endswith(" istio-proxy-builder bash -s")
     assert inputs["stdin"] == (ROOT / "components/scripts/build-envoy.sh").read_text()
     env = inputs["environment"]
-    # The walkthrough's args, plus the DWARF name index that spares lldb indexing the ELF (test_name_index.py).
+    # The walkthrough's args, plus the ELF's DWARF whole (test_split_dwarf.py), a name index that spares lldb
+    # indexing it (test_name_index.py) and dead code marked dead (test_dead_code_addresses.py).
     assert env["BAZEL_BUILD_ARGS"] == (
         "-s --explain=explain.txt --config=debug --fission=no --copt=-gdwarf-5 --copt=-gpubnames"
         " --linkopt=-fuse-ld=lld --linkopt=-Wl,-z,dead-reloc-in-nonalloc=.debug_addr=0xffffffffffffffff"

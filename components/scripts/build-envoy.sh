@@ -21,14 +21,15 @@ check_link_options() {
   local options probe
   mapfile -t options <<<"$LINK_CHECK_OPTIONS"
   probe=$(mktemp -d)
-  if ! printf 'int main(void) { return 0; }\n' |
+  if printf 'int main(void) { return 0; }\n' |
     "${CC:-gcc}" -x c - -o "$probe/a.out" "${options[@]}" 2>"$probe/errors" >&2; then
-    echo "build-envoy: ${CC:-gcc} cannot link with bazelBuildArgs' --linkopt ${options[*]}:" >&2
-    cat "$probe/errors" >&2
     rm -rf "$probe"
-    die "install the linker they name in the builder image, or change those --linkopt in bazelBuildArgs"
+    return
   fi
+  echo "build-envoy: ${CC:-gcc} cannot link with bazelBuildArgs' --linkopt ${options[*]}:" >&2
+  cat "$probe/errors" >&2
   rm -rf "$probe"
+  die "install the linker they name in the builder image, or change those --linkopt in bazelBuildArgs"
 }
 
 cd "$WORKSPACE_DIR"
