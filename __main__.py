@@ -5,14 +5,16 @@ import posixpath
 import pulumi
 
 from components.builder import Builder, BuilderArgs
-from components.config import load_config
+from components.config import load_config, local_folder
 from components.containerd_mirror import ContainerdMirror, ContainerdMirrorArgs
 from components.debug_image import DebugImage, DebugImageArgs
 from components.debugger import Debugger, DebuggerArgs
 from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
 from components.launch import launch_outputs
 from components.lldb_server import LldbServer, LldbServerArgs
+from components.network import DockerNetwork, DockerNetworkArgs
 from components.placement import Placement
+from components.prebuilt_envoy import PrebuiltEnvoy, PrebuiltEnvoyArgs
 from components.registry import Registry, RegistryArgs
 from components.target import PROXY_WAIT_COMMAND, Target, TargetArgs, Workload
 from components.workspace import Workspace, WorkspaceArgs, WorkspaceVolume, WorkspaceVolumeArgs
@@ -39,35 +41,74 @@ else:
     ))
     ready_for_workloads = [workspace]
 
-builder = Builder(
-    "builder",
-    BuilderArgs(
+if placement.in_cluster:
+    network_name = None
+else:
+    network_name = DockerNetwork("docker", DockerNetworkArgs(
+        name=config.physical_name(config.docker_network), subnet=config.docker_network_subnet,
+    )).name
+# launch.json is known only at the end, but code-server (the debugger in the cluster) carries it: it comes
+# later, and the debugger first.
+launch_json_text, resolve_launch_json = pulumi.deferred_output()
+debugger = Debugger(
+    "debugger",
+    DebuggerArgs(
         placement=placement,
-        image=config.builder_image,
-        container_name=config.physical_name("istio-proxy-builder"),
-        network_name=config.physical_name(config.docker_network),
-        network_subnet=config.docker_network_subnet,
+        container_name=config.physical_name("lldb-vscode-server"),
+        network_name=network_name,
+        mirror_folder=local_folder(config.prebuilt_base_url) if config.prebuilt else None,
+        code_server_password=pulumi.Output.secret(config.code_server_password) if config.code_server_password else None,
+        launch_json=launch_json_text,
     ),
+    # It mounts the workspace: the host's folders, or the volume in its namespace.
     opts=pulumi.ResourceOptions(depends_on=ready_for_workloads),
 )
+if config.prebuilt:
+    # No builder: the scripts that need the workspace run in the debugger, which mounts it the same way.
+    builder = None
+    workbench_exec = debugger.exec_command
+else:
+    builder = Builder(
+        "builder",
+        BuilderArgs(
+            placement=placement,
+            image=config.builder_image,
+            container_name=config.physical_name("istio-proxy-builder"),
+            network_name=network_name,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=ready_for_workloads),
+    )
+    workbench_exec = builder.exec_command
 if placement.in_cluster:
-    # In the cluster the checkout runs in the builder pod, the only place the volume is mounted.
+    # In the cluster the checkout runs in a pod: the volume is mounted nowhere else.
     workspace = Workspace("workspace", WorkspaceArgs(
-        repository=config.source_repository, tag=config.istio_version,
-        builder_exec=builder.exec_command,
+        repository=config.source_repository, tag=config.istio_version, workbench_exec=workbench_exec,
     ))
-envoy = EnvoyBuild(
-    "envoy",
-    EnvoyBuildArgs(
-        placement=placement,
-        builder_exec=builder.exec_command,
-        istio_version=config.istio_version,
-        bazel_build_args=config.bazel_build_args,
-        compilation_mode=config.compilation_mode,
-        build_envoy=config.build_envoy,
-        source_commit=workspace.commit,
-    ),
-)
+if config.prebuilt:
+    envoy = PrebuiltEnvoy(
+        "envoy",
+        PrebuiltEnvoyArgs(
+            placement=placement,
+            workbench_exec=workbench_exec,
+            istio_version=config.istio_version,
+            source_commit=workspace.commit,
+            base_url=config.prebuilt_base_url,
+            envoy_repository=config.envoy_repository,
+        ),
+    )
+else:
+    envoy = EnvoyBuild(
+        "envoy",
+        EnvoyBuildArgs(
+            placement=placement,
+            builder_exec=builder.exec_command,
+            istio_version=config.istio_version,
+            bazel_build_args=config.bazel_build_args,
+            compilation_mode=config.compilation_mode,
+            build_envoy=config.build_envoy,
+            source_commit=workspace.commit,
+        ),
+    )
 registry = Registry(
     "registry",
     RegistryArgs(
@@ -82,7 +123,7 @@ debug_image = DebugImage(
     "debug-image",
     DebugImageArgs(
         placement=placement,
-        builder_exec=builder.exec_command,
+        workbench_exec=workbench_exec,
         elf=envoy.elf,
         build_id=envoy.build_id,
         istio_version=config.istio_version,
@@ -139,29 +180,22 @@ lldb_server = LldbServer(
     ),
 )
 launch = launch_outputs(
-    mode=config.mode, pod=target.pod_name, elf=envoy.elf, execroot=envoy.execroot,
-    sandbox_roots=envoy.sandbox_roots, connect_url=lldb_server.connect_url, pid=lldb_server.pid,
+    mode=config.mode, pod=target.pod_name, elf=envoy.elf, source_map=envoy.source_map,
+    connect_url=lldb_server.connect_url, pid=lldb_server.pid,
 )
-debugger = Debugger(
-    "debugger",
-    DebuggerArgs(
-        placement=placement,
-        container_name=config.physical_name("lldb-vscode-server"),
-        network_name=builder.network_name,
-        code_server_password=pulumi.Output.secret(config.code_server_password) if config.code_server_password else None,
-        launch_json=launch.launch_json,
-    ),
-    # It mounts the workspace: the host's folders, or the volume in its namespace.
-    opts=pulumi.ResourceOptions(depends_on=ready_for_workloads),
-)
+resolve_launch_json(launch.launch_json)
 
 pulumi.export("sourceCommit", workspace.commit)
-pulumi.export("builderContainer", builder.target)
-pulumi.export("dockerNetwork", builder.network_name)
+pulumi.export("envoySource", config.envoy_source)
+pulumi.export("builderContainer", builder.target if builder else None)
+pulumi.export("dockerNetwork", network_name)
 pulumi.export("envoyElf", envoy.elf)
 pulumi.export("envoyElfHostPath", envoy.elf_host_path)
-pulumi.export("bazelExecroot", envoy.execroot)
-pulumi.export("bazelExecrootHostPath", envoy.execroot_host_path)
+pulumi.export("envoyDwp", envoy.dwp if config.prebuilt else None)
+pulumi.export("envoyCheckout", envoy.envoy_checkout if config.prebuilt else None)
+pulumi.export("envoyCommit", envoy.envoy_commit if config.prebuilt else None)
+pulumi.export("bazelExecroot", None if config.prebuilt else envoy.execroot)
+pulumi.export("bazelExecrootHostPath", None if config.prebuilt else envoy.execroot_host_path)
 pulumi.export("envoyBuildId", envoy.build_id)
 pulumi.export("registryPushAddress", registry.push_address)
 pulumi.export("registryPullAddress", registry.pull_address)

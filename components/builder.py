@@ -1,8 +1,8 @@
 """S2: the builder — the walkthrough's container on the developer host, or a pod in the cluster.
 
-On the host, the Docker network and the istio-proxy-builder container, as the walkthrough runs them:
+On the host, the istio-proxy-builder container on the router network (components/network.py), as the
+walkthrough runs it:
 
-docker network create --subnet=172.18.0.0/16 router
 docker run --init --privileged --name istio-proxy-builder --hostname istio-proxy-builder --network router \
     -v /var/run/docker.sock:/var/run/docker.sock:rw -v $WORK/work:/work -v $WORK/home/.cache:/home/.cache \
     -w /work -d gcr.io/istio-testing/build-tools-proxy:release-1.17-latest-amd64 bash -c '/bin/sleep 300d'
@@ -54,18 +54,16 @@ class BuilderArgs:
     image: str
     # host only
     container_name: str
-    network_name: str
-    network_subnet: str
+    network_name: pulumi.Input[str] | None
 
 
 class Builder(pulumi.ComponentResource):
-    """Where builds run: the `router` network and the sleeping builder container, or the builder pod.
+    """Where builds run: the sleeping builder container, or the builder pod.
 
     `target` is the container, or the pod; `exec_command` the command that runs a script in it.
     """
 
     target: pulumi.Output[str]
-    network_name: pulumi.Output[str | None]
 
     def __init__(self, name: str, args: BuilderArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:builder:Builder", name, None, opts)
@@ -78,16 +76,9 @@ class Builder(pulumi.ComponentResource):
             )
             # The StatefulSet's only pod; the provider waits for it to be ready before anything execs in it.
             self.target = statefulset.metadata.apply(lambda m: f"{m.name}-0")
-            self.network_name = pulumi.Output.from_input(None)
             self.register_outputs({"target": self.target})
             return
         child = child_options(self, opts)
-        network = docker.Network(
-            f"{name}-network",
-            name=args.network_name,
-            ipam_configs=[docker.NetworkIpamConfigArgs(subnet=args.network_subnet)],
-            opts=child,
-        )
         # The builder image is many GB: keep it on the host when the stack goes away.
         image = docker.RemoteImage(f"{name}-image", name=args.image, keep_locally=True, opts=child)
         container = docker.Container(
@@ -97,7 +88,7 @@ class Builder(pulumi.ComponentResource):
             image=image.image_id,
             init=True,
             privileged=True,
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=network.name)],
+            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
             volumes=workspace_volumes(args.placement.layout),
             working_dir=CONTAINER_SOURCE_DIR,
             command=SLEEP_COMMAND,
@@ -105,10 +96,9 @@ class Builder(pulumi.ComponentResource):
             opts=child_options(self, opts, delete_before_replace=True),
         )
         self.target = container.name
-        self.network_name = network.name
-        self.register_outputs({"target": self.target, "networkName": self.network_name})
+        self.register_outputs({"target": self.target})
 
     def exec_command(self, env_keys: Sequence[str]) -> pulumi.Output[str]:
         """The command that runs a script on stdin in the builder, passing on these variables of its own
-        environment (`Placement.builder_exec`); it waits for the builder to exist."""
-        return self.target.apply(lambda target: self._placement.builder_exec(target, list(env_keys)))
+        environment (`Placement.script_exec`); it waits for the builder to exist."""
+        return self.target.apply(lambda target: self._placement.script_exec(target, list(env_keys)))

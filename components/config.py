@@ -26,6 +26,9 @@ PROJECT = "istio-proxy-debug"
 # The stack that reproduces the walkthrough: it keeps the walkthrough's container and network names.
 WALKTHROUGH_STACK = "dev"
 DEFAULT_SOURCE_REPOSITORY = "https://github.com/istio/proxy.git"
+# Where istio/proxy's CI (scripts/release-binary.sh) publishes envoy-debug-<SHA>.{tar.gz,sha256,dwp}, and where
+# istio/istio's own build downloads Envoy from (bin/init.sh, ISTIO_ENVOY_BASE_URL).
+DEFAULT_PREBUILT_BASE_URL = "https://storage.googleapis.com/istio-build/proxy"
 ISTIO_PROXY_UID = 1337
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
@@ -41,6 +44,7 @@ _IMAGE_REF = re.compile(
 )
 _UNIX_USER = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
 _GIT_URL = re.compile(r"^(https?://|ssh://|git://|file://|[\w.-]+@[\w.-]+:)\S+$")
+_HTTP_URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s?#]*)?$")
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
@@ -88,6 +92,9 @@ class StackConfig:
     target_node_address: str
     target_node_name: str | None
     mode: str
+    envoy_source: str
+    prebuilt_base_url: str
+    envoy_repository: str | None
     lldb_server_port: int
     lldb_server_listen_all: bool
     app_uid: int
@@ -100,6 +107,10 @@ class StackConfig:
     def istio_minor(self) -> str:
         major, minor, _ = self.istio_version.split(".")
         return f"{major}.{minor}"
+
+    @property
+    def prebuilt(self) -> bool:
+        return self.envoy_source == "prebuilt"
 
     @property
     def debugger_ports(self) -> DebuggerPorts:
@@ -232,6 +243,18 @@ def _is_absolute_dir(value: str) -> bool:
     return value.startswith("/") and posixpath.normpath(value) == value.rstrip("/") and value != "/"
 
 
+def _is_base_url(value: str) -> bool:
+    """An http(s) URL of a folder (no query, no fragment), or file:// and an absolute folder."""
+    if value.startswith("file://"):
+        return _is_absolute_dir(value[len("file://"):])
+    return bool(_HTTP_URL.match(value))
+
+
+def local_folder(url: str) -> str | None:
+    """The folder a file:// URL names; None for any other URL."""
+    return url[len("file://"):] if url.startswith("file://") else None
+
+
 def bazel_compilation_mode(bazel_build_args: str) -> str:
     """The compilation mode (`dbg`, `opt` or `fastbuild`) the args select; the last setting wins."""
     mode = "fastbuild"
@@ -295,8 +318,10 @@ KEYS = (
     "sshPrivateKey", "namespace", "workload", "targetNodeAddress", "targetNodeName", "mode",
     "lldbServerPort", "lldbServerListenAll", "appUid", "createNamespace", "proxyMemory", "proxyMemoryLimit",
     "placement", "workspaceStorageClass", "workspaceVolumeSize", "codeServerPassword",
+    "envoySource", "prebuiltBaseUrl", "envoyRepository",
 )
 MODES = ("attach", "startup")
+ENVOY_SOURCES = ("prebuilt", "build")
 PLACEMENTS = ("host", "cluster")
 # A NodePort Service takes its port from the API server's default --service-node-port-range.
 NODE_PORT_RANGE = (30000, 32767)
@@ -423,6 +448,28 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
     )
     mode = r.checked("mode", r.required("mode", "set attach or startup"), lambda v: v in MODES,
                      "expected attach (debug a running Envoy) or startup (start Envoy by hand under lldb)")
+    envoy_source = r.checked(
+        "envoySource", r.required("envoySource", "set prebuilt or build"), lambda v: v in ENVOY_SOURCES,
+        "expected prebuilt (Istio's published debug build of Envoy, downloaded) or build (compiled in the builder)",
+    )
+    prebuilt_base_url = r.checked(
+        "prebuiltBaseUrl",
+        r.required("prebuiltBaseUrl",
+                   f"set the folder URL of envoy-debug-<SHA>.tar.gz, e.g. {DEFAULT_PREBUILT_BASE_URL}"),
+        _is_base_url, f"expected an http(s) URL of a folder without ? or #, e.g. {DEFAULT_PREBUILT_BASE_URL}, or "
+                      "file:// and an absolute, normalised folder, e.g. file:///srv/istio-build/proxy",
+    )
+    if prebuilt_base_url is not None:
+        prebuilt_base_url = prebuilt_base_url.rstrip("/")
+        if not on_host and local_folder(prebuilt_base_url) is not None:
+            r.problem("prebuiltBaseUrl", prebuilt_base_url,
+                      "expected an http(s) URL with placement cluster: the download runs in the cluster, which does "
+                      "not see the developer host's folders; serve the folder over http, e.g. from a bucket")
+            prebuilt_base_url = None
+    envoy_repository = r.checked(
+        "envoyRepository", r.text("envoyRepository"), lambda v: bool(_GIT_URL.match(v)),
+        "expected a git URL of the Envoy repository (a mirror), or empty for the one istio/proxy's WORKSPACE names",
+    )
     lldb_server_port = r.integer(
         "lldbServerPort", *PLATFORM_PORT_RANGE,
         f"an integer port from {PLATFORM_PORT_RANGE[0]} to {PLATFORM_PORT_RANGE[1]}: the {GDBSERVER_PORT_COUNT} "
@@ -478,6 +525,7 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         ssh_private_key=ssh_private_key, namespace=namespace, create_namespace=create_namespace,
         workload=workload, proxy_memory=proxy_memory, proxy_memory_limit=proxy_memory_limit,
         target_node_address=target_node_address, target_node_name=target_node_name, mode=mode,
+        envoy_source=envoy_source, prebuilt_base_url=prebuilt_base_url, envoy_repository=envoy_repository,
         lldb_server_port=lldb_server_port, lldb_server_listen_all=lldb_server_listen_all, app_uid=app_uid,
         placement=placement, workspace_storage_class=workspace_storage_class,
         workspace_volume_size=workspace_volume_size, code_server_password=code_server_password,

@@ -118,8 +118,9 @@ def pull_reference(pushed: str, pull_address: str) -> str:
 @dataclass
 class DebugImageArgs:
     placement: Placement
-    # Builder.exec_command: how the staging script reaches the builder container (host) or pod (cluster).
-    builder_exec: Callable[[list[str]], pulumi.Input[str]]
+    # How the staging script reaches the workbench, where the ELF is: the builder (Builder.exec_command), or
+    # the debugger when Envoy was downloaded (Debugger.exec_command); a container (host) or a pod (cluster).
+    workbench_exec: Callable[[list[str]], pulumi.Input[str]]
     elf: pulumi.Input[str]
     build_id: pulumi.Input[str]
     istio_version: str
@@ -146,7 +147,7 @@ class DebugImage(pulumi.ComponentResource):
         }
         stage = local.Command(
             f"{name}-context",
-            create=args.builder_exec(list(staging_env)),
+            create=args.workbench_exec(list(staging_env)),
             stdin=script("prepare-image-context.sh"),
             environment=staging_env,
             opts=child_options(self, opts),

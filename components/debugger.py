@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -28,7 +29,7 @@ from components.builder import workspace_volumes
 from components.options import child_options
 from components.placement import Placement
 from components.scripts import dockerfile, script
-from components.workspace import CONTAINER_CACHE_DIR, CONTAINER_SOURCE_DIR
+from components.workspace import CONTAINER_CACHE_DIR, CONTAINER_SOURCE_DIR, WorkspaceLayout
 
 DOCKERFILE = "debugger.Dockerfile"
 PLATFORM = "linux/amd64"
@@ -143,14 +144,25 @@ class DebuggerArgs:
     # host only
     container_name: str
     network_name: pulumi.Input[str | None]
+    # host only: a folder of the developer host the container also sees, read-only at the same path (a
+    # file:// prebuiltBaseUrl, which the download reads in the container).
+    mirror_folder: str | None = None
     # cluster only: the password guarding code-server, and the stack's launch.json text.
     code_server_password: pulumi.Input[str] | None = None
     launch_json: pulumi.Input[str] | None = None
 
 
+def debugger_volumes(layout: WorkspaceLayout, mirror_folder: str | None) -> list[docker.ContainerVolumeArgs]:
+    """The builder's mounts (the workspace at the paths the debug info refers to), and the mirror folder."""
+    mirror = [] if mirror_folder is None else [
+        docker.ContainerVolumeArgs(host_path=mirror_folder, container_path=mirror_folder, read_only=True)]
+    return [*workspace_volumes(layout), *mirror]
+
+
 class Debugger(pulumi.ComponentResource):
     """`container_name` is the container, or the code-server pod; the attach configuration is the host's,
-    the code-server URL and port-forward the cluster's (None elsewhere)."""
+    the code-server URL and port-forward the cluster's (None elsewhere). Both mount the workspace where the
+    builder does, so with no builder (envoySource prebuilt) the stack's scripts run here (`exec_command`)."""
 
     container_name: pulumi.Output[str]
     attach_config: pulumi.Output[str | None]
@@ -160,6 +172,7 @@ class Debugger(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DebuggerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:debugger:Debugger", name, None, opts)
+        self._placement = args.placement
         if args.placement.in_cluster:
             self._code_server(name, args, opts)
         else:
@@ -190,7 +203,7 @@ class Debugger(pulumi.ComponentResource):
             init=True,
             privileged=True,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
-            volumes=workspace_volumes(args.placement.layout),
+            volumes=debugger_volumes(args.placement.layout, args.mirror_folder),
             working_dir=CONTAINER_SOURCE_DIR,
             entrypoints=["/bin/bash"],
             command=["-c", "/bin/sleep 300d"],
@@ -237,3 +250,9 @@ class Debugger(pulumi.ComponentResource):
         # The URL opens the workspace file: it is given once the file's ConfigMap exists.
         self.code_server_url = workspace.metadata.apply(lambda _: code_server_url())
         self.code_server_port_forward = created.metadata.apply(lambda m: code_server_port_forward(m.namespace, m.name))
+
+    def exec_command(self, env_keys: Sequence[str]) -> pulumi.Output[str]:
+        """The command that runs a script on stdin in the debugger container or the code-server pod, passing
+        on these variables of its own environment; it waits for the debugger to be up."""
+        return self.container_name.apply(
+            lambda target: self._placement.script_exec(target, list(env_keys), container=CODE_SERVER_NAME))

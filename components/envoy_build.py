@@ -14,6 +14,7 @@ import pulumi
 from pulumi_command import local
 
 from components.config import bazel_option_values
+from components.launch import SourceMap, built_source_map
 from components.placement import Placement
 from components.scripts import key_values, script
 from components.workspace import CONTAINER_SOURCE_DIR
@@ -74,7 +75,7 @@ class EnvoyBuild(pulumi.ComponentResource):
     execroot: pulumi.Output[str]
     execroot_host_path: pulumi.Output[str]
     build_id: pulumi.Output[str]
-    sandbox_roots: pulumi.Output[list[str]]
+    source_map: pulumi.Output[SourceMap]
 
     def __init__(self, name: str, args: EnvoyBuildArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:envoy_build:EnvoyBuild", name, None, opts)
@@ -102,11 +103,11 @@ class EnvoyBuild(pulumi.ComponentResource):
         self.elf = artifact.apply(lambda a: a.elf)
         self.execroot = artifact.apply(lambda a: a.execroot)
         self.build_id = artifact.apply(lambda a: a.build_id)
-        self.sandbox_roots = artifact.apply(lambda a: list(a.sandbox_roots))
+        self.source_map = artifact.apply(lambda a: built_source_map(a.execroot, list(a.sandbox_roots)))
         self.elf_host_path = self.elf.apply(args.placement.layout.host_path)
         self.execroot_host_path = self.execroot.apply(args.placement.layout.host_path)
         self.register_outputs({
             "elf": self.elf, "elfHostPath": self.elf_host_path, "execroot": self.execroot,
             "execrootHostPath": self.execroot_host_path, "buildId": self.build_id,
-            "sandboxRoots": self.sandbox_roots,
+            "sourceMap": self.source_map,
         })

@@ -1,9 +1,12 @@
 """S10: what the developer pastes or types to debug — `.vscode/launch.json` and plain lldb commands.
 
 Pure functions from plain values. The CodeLLDB configuration follows the walkthrough's (attach,
-`program` = the unstripped ELF as the debugger container sees it, `sourceMap` from bazel's
-`/proc/self/cwd` and sandbox roots to the execution root, `initCommands` that select and connect the
-remote platform); the lldb-dap one says the same in that adapter's schema.
+`program` = the unstripped ELF as the debugger container sees it, `sourceMap` from the source prefixes the
+debug info records to where the sources are, `initCommands` that select and connect the remote platform);
+the lldb-dap one says the same in that adapter's schema.
+
+A source map is a list of (prefix in the debug info, folder in the debugger) pairs, most specific first: lldb
+takes the first pair whose prefix matches, and CodeLLDB keeps a `sourceMap` object's order.
 """
 
 from __future__ import annotations
@@ -23,9 +26,23 @@ LLDB_CACHE_DIR = posixpath.join(CONTAINER_CACHE_DIR, "lldb")
 WAIT_FOR_ENVOY = "process attach --name envoy --waitfor"
 
 
-def source_map(execroot: str, sandbox_roots: list[str]) -> dict[str, str]:
-    """Every build-time source prefix found in the debug info, mapped to the execution root."""
-    return {BAZEL_CWD: execroot, **{root: execroot for root in sorted(sandbox_roots)}}
+SourceMap = list[tuple[str, str]]
+
+
+def built_source_map(execroot: str, sandbox_roots: list[str]) -> SourceMap:
+    """envoySource build: every build-time source prefix found in the debug info, mapped to the execution root
+    (which holds istio/proxy's files and, under external/, Envoy's)."""
+    return [(BAZEL_CWD, execroot), *((root, execroot) for root in sorted(sandbox_roots))]
+
+
+def prebuilt_source_map(prefixes: list[str], source_dir: str, envoy_external: str, envoy_dir: str) -> SourceMap:
+    """envoySource prebuilt: for every prefix the downloaded ELF records (its units' compilation directories,
+    bazel sandbox roots of Istio's CI), Envoy's files (`<prefix>/<envoy_external>`, bazel's external/envoy) in
+    the Envoy checkout, and the rest in the istio/proxy checkout."""
+    pairs: SourceMap = []
+    for prefix in sorted(set(prefixes)):
+        pairs += [(posixpath.join(prefix, envoy_external), envoy_dir), (prefix, source_dir)]
+    return pairs
 
 
 def lldb_settings(cache_dir: str = LLDB_CACHE_DIR) -> list[str]:
@@ -49,11 +66,11 @@ def platform_commands(connect_url: str) -> list[str]:
 
 
 def launch_json(
-    *, mode: str, elf: str, pid: int | None, execroot: str, sandbox_roots: list[str], connect_url: str, pod: str,
+    *, mode: str, elf: str, pid: int | None, source_map: SourceMap, connect_url: str, pod: str,
 ) -> dict:
     """A complete launch.json: a CodeLLDB and an lldb-dap attach configuration."""
     init = [*lldb_settings(), *platform_commands(connect_url)]
-    mapping = source_map(execroot, sandbox_roots)
+    mapping = dict(source_map)
     what = "the next envoy to start" if mode == "startup" else f"envoy (pid {pid} in the pod)"
     codelldb = {
         "name": f"Attach to {what} in {pod} (CodeLLDB)",
@@ -68,7 +85,7 @@ def launch_json(
         "type": "lldb-dap",
         "request": "attach",
         "program": elf,
-        "sourceMap": [[source, target] for source, target in mapping.items()],
+        "sourceMap": [[source, target] for source, target in source_map],
         "initCommands": init,
     }
     if mode == "startup":
@@ -81,12 +98,9 @@ def launch_json(
     return {"version": "0.2.0", "configurations": [codelldb, dap]}
 
 
-def lldb_commands(
-    *, mode: str, elf: str, pid: int | None, execroot: str, sandbox_roots: list[str], connect_url: str,
-) -> list[str]:
+def lldb_commands(*, mode: str, elf: str, pid: int | None, source_map: SourceMap, connect_url: str) -> list[str]:
     """The same session as plain lldb commands, for `lldb` in a terminal of the debugger container."""
-    remaps = [f"settings append target.source-map {source} {target}"
-              for source, target in source_map(execroot, sandbox_roots).items()]
+    remaps = [f"settings append target.source-map {source} {target}" for source, target in source_map]
     attach = WAIT_FOR_ENVOY if mode == "startup" else f"process attach --pid {pid}"
     return [*lldb_settings(), *platform_commands(connect_url), f"target create {elf}", *remaps, attach]
 
@@ -96,12 +110,13 @@ class LaunchOutputs(NamedTuple):
     lldb_commands: pulumi.Output[str]
 
 
-def launch_outputs(*, mode: str, pod: pulumi.Input[str], elf: pulumi.Input[str], execroot: pulumi.Input[str],
-                   sandbox_roots: pulumi.Input[list[str]], connect_url: pulumi.Input[str],
+def launch_outputs(*, mode: str, pod: pulumi.Input[str], elf: pulumi.Input[str],
+                   source_map: pulumi.Input[SourceMap], connect_url: pulumi.Input[str],
                    pid: pulumi.Input[int]) -> LaunchOutputs:
-    """launch.json (as text) and the lldb commands, once the build and the node-side server are known."""
-    session = pulumi.Output.all(elf=elf, execroot=execroot, sandbox_roots=sandbox_roots, connect_url=connect_url,
-                                pid=pid if mode == "attach" else None)
+    """launch.json (as text) and the lldb commands, once Envoy and the node-side server are known."""
+    session = pulumi.Output.all(elf=elf, connect_url=connect_url, pid=pid if mode == "attach" else None,
+                                source_map=pulumi.Output.from_input(source_map).apply(
+                                    lambda pairs: [tuple(pair) for pair in pairs]))
     return LaunchOutputs(
         launch_json=pulumi.Output.all(pod=pod, session=session).apply(
             lambda v: json.dumps(launch_json(mode=mode, pod=v["pod"], **v["session"]), indent=2)

@@ -4,8 +4,8 @@ host (the walkthrough): the builder, the registry and the debugger are Docker co
 host, and the workspace is folders under workDir. cluster (the walkthrough's S12): they are pods in a
 namespace of the stack's own, and the workspace is one ReadWriteMany volume that every pod mounts at the
 same paths the host containers use (/work, /home/.cache), so the debug info's paths resolve in both.
-Either way, scripts reach the builder the same way: on stdin to `bash -s`, through `docker exec` or
-`kubectl exec`.
+Either way, scripts reach the workload that runs them (the builder; the debugger when Envoy is downloaded
+rather than built) the same way: on stdin to `bash -s`, through `docker exec` or `kubectl exec`.
 """
 
 from __future__ import annotations
@@ -89,16 +89,17 @@ class Placement:
             },
         }
 
-    def builder_exec(self, builder: str, env_keys: Sequence[str]) -> str:
-        """The command that runs a script on stdin in the builder (container `builder`, or the builder
-        pod), passing on the named variables of the command's own environment."""
+    def script_exec(self, target: str, env_keys: Sequence[str], container: str = BUILDER_CONTAINER) -> str:
+        """The command that runs a script on stdin in a workload that mounts the workspace (container
+        `target`, or `container` of the pod `target`), passing on the named variables of the command's own
+        environment."""
         if not self.in_cluster:
             passed = "".join(f"--env {key} " for key in env_keys)
-            return f"docker exec -i {passed}{shlex.quote(builder)} bash -s"
+            return f"docker exec -i {passed}{shlex.quote(target)} bash -s"
         # kubectl exec passes no environment: the local shell expands each value into an argument of `env`.
         passed = "".join(f'{key}="${key}" ' for key in env_keys)
-        return (f"kubectl exec -i --namespace {shlex.quote(self.namespace)} {shlex.quote(builder)} "
-                f"--container {BUILDER_CONTAINER} -- env {passed}bash -s")
+        return (f"kubectl exec -i --namespace {shlex.quote(self.namespace)} {shlex.quote(target)} "
+                f"--container {shlex.quote(container)} -- env {passed}bash -s")
 
 
 def workload_labels(name: str) -> dict[str, str]:

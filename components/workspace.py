@@ -62,8 +62,9 @@ class WorkspaceArgs:
     tag: str
     # host: the folders under workDir, prepared on the developer host before any container mounts them.
     layout: WorkspaceLayout | None = None
-    # cluster: Builder.exec_command — the checkout runs in the builder pod, which mounts the workspace volume.
-    builder_exec: Callable[[list[str]], pulumi.Input[str]] | None = None
+    # cluster: the checkout runs in a pod that mounts the workspace volume (Builder.exec_command, or the
+    # debugger's when there is no builder).
+    workbench_exec: Callable[[list[str]], pulumi.Input[str]] | None = None
 
 
 class Workspace(pulumi.ComponentResource):
@@ -74,14 +75,14 @@ class Workspace(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkspaceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:workspace:Workspace", name, None, opts)
         environment = {"SOURCE_REPOSITORY": args.repository, "SOURCE_TAG": args.tag}
-        if args.builder_exec is None:
+        if args.workbench_exec is None:
             environment.update(SOURCE_DIR=args.layout.source_dir, CACHE_DIR=args.layout.cache_dir,
                                REGISTRY_DIR=args.layout.registry_dir)
             where = {"create": script("prepare-workspace.sh"), "interpreter": ["/bin/bash", "-c"]}
         else:
             # The volume's folders exist (the pods' subPath mounts made them); the registry's is not mounted here.
             environment.update(SOURCE_DIR=CONTAINER_SOURCE_DIR, CACHE_DIR=CONTAINER_CACHE_DIR)
-            where = {"create": args.builder_exec(list(environment)), "stdin": script("prepare-workspace.sh")}
+            where = {"create": args.workbench_exec(list(environment)), "stdin": script("prepare-workspace.sh")}
         prepare = local.Command(
             f"{name}-prepare", environment=environment, opts=child_options(self, opts), **where,
         )

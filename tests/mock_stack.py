@@ -32,6 +32,13 @@ WALKTHROUGH_SANDBOX_ROOT = (
     "/home/.cache/bazel/_bazel_root/1e0bb3bee2d09d2e4ad3523530d3b40c/sandbox/linux-sandbox/263/execroot/io_istio_proxy"
 )
 WALKTHROUGH_ENVOY_PID = 15  # "pid": "15" in the walkthrough's launch.json
+# What a prebuilt Envoy's download reports (fetch-prebuilt-envoy.sh, prepare-envoy-source.sh): Istio 1.17.2's
+# Envoy commit (istio/proxy's WORKSPACE), and a sandbox root of Istio's CI recorded in the debug info.
+PREBUILT_BUILD_ID = "9c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ff"
+PREBUILT_ENVOY_COMMIT = "d45eacec11967b7c3fce724709239f2bf9ca0cc4"
+PREBUILT_SANDBOX_ROOT = (
+    "/home/prow/.cache/bazel/_bazel_prow/0f1e2d3c/sandbox/processwrapper-sandbox/7/execroot/io_istio_proxy"
+)
 FAKE_IMAGE_DIGEST = "sha256:" + "d" * 64
 FAKE_STRIPPED_BYTES = 187_000_000
 FAKE_SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -95,6 +102,13 @@ def _fake_outputs(typ: str, name: str, inputs: dict) -> dict:
         elf = f"{WALKTHROUGH_EXECROOT}/bazel-out/k8-dbg/bin/envoy"
         return {"stdout": f"elf={elf}\nexecroot={WALKTHROUGH_EXECROOT}\nbuildId={WALKTHROUGH_BUILD_ID}\n"
                           f"sandboxRoots={WALKTHROUGH_SANDBOX_ROOT}\n"}
+    if typ == "command:local:Command" and name == "envoy-source":
+        return {"stdout": f"commit={PREBUILT_ENVOY_COMMIT}\nrepository=https://github.com/istio/envoy.git\n"
+                          "external=external/envoy\n"}
+    if typ == "command:local:Command" and name == "envoy-fetch":
+        folder = f"{inputs['environment']['DEST_DIR']}/{WALKTHROUGH_COMMIT}"
+        return {"stdout": f"elf={folder}/envoy\ndwp={folder}/envoy.dwp\nbuildId={PREBUILT_BUILD_ID}\n"
+                          f"compDirs=/proc/self/cwd\nsandboxRoots={PREBUILT_SANDBOX_ROOT}\n"}
     if typ == "command:local:Command" and name.endswith("-context"):
         env = inputs["environment"]
         return {"stdout": f"bytes={FAKE_STRIPPED_BYTES}\nbuildId={env['BUILD_ID']}\nstripped={env['STRIP']}\n"}

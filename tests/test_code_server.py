@@ -27,7 +27,7 @@ from components.debugger import (
     code_server_workspace_configmap,
     code_server_workspace_file,
 )
-from components.launch import LLDB_CACHE_DIR, launch_json
+from components.launch import LLDB_CACHE_DIR, built_source_map, launch_json
 from components.placement import WORKSPACE_VOLUME, Placement
 from components.scripts import SCRIPTS_DIR, script
 from tests.conftest import CLUSTER_PASSWORD as PASSWORD
@@ -37,8 +37,8 @@ from tests.test_target import validate
 PLACEMENT = Placement.cluster(namespace="istio-proxy-debug", claim_name="workspace")
 EXECROOT = "/home/.cache/bazel/_bazel_root/0123/execroot/io_istio_proxy"
 LAUNCH_JSON = json.dumps(launch_json(
-    mode="attach", elf=f"{EXECROOT}/bazel-out/k8-dbg/bin/envoy", pid=15, execroot=EXECROOT,
-    sandbox_roots=[], connect_url="connect://192.168.122.55:2159", pod="fortio-server-0",
+    mode="attach", elf=f"{EXECROOT}/bazel-out/k8-dbg/bin/envoy", pid=15, source_map=built_source_map(EXECROOT, []),
+    connect_url="connect://192.168.122.55:2159", pod="fortio-server-0",
 ), indent=2)
 
 
@@ -178,10 +178,11 @@ if [ -n "$serve" ]; then printf 'serving\t%s\t%s\n' "$$" "${PASSWORD:-}" >>"$FAK
 """
 
 FAKE_APT_GET = r"""#!/usr/bin/env bash
-# Stands in for apt-get: records its argv; `update` fills the lists folder, an install fetches clangd into
-# the archives folder (or, with --no-download, needs it there) and puts clangd on the container's PATH.
+# Stands in for apt-get: records its argv; `update` fills the lists folder, an install fetches each package into
+# the archives folder (or, with --no-download, needs it there) and puts its command on the container's PATH
+# (binutils: readelf).
 (IFS=$'\t'; printf 'apt-get\t%s\n' "$*") >>"$FAKE_LOG"
-lists= archives= command= offline=
+lists= archives= command= offline= packages=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -o) case "$2" in
@@ -191,20 +192,27 @@ while [ $# -gt 0 ]; do
         shift ;;
     --no-download) offline=1 ;;
     update | install) command=$1 ;;
+    -*) ;;
+    *) packages+=("$1") ;;
   esac
   shift
 done
 case "$command" in
   update) touch "$lists/debian_dists_bookworm_Packages" ;;
   install)
-    [ -e "$lists/debian_dists_bookworm_Packages" ] || { echo "E: Unable to locate package clangd" >&2; exit 100; }
-    if [ -n "$offline" ]; then
-      [ -e "$archives/clangd.deb" ] || exit 100
-    else
-      touch "$archives/clangd.deb"
-    fi
-    printf '#!/bin/true\n' >"$FAKE_ROOTFS/clangd"
-    chmod +x "$FAKE_ROOTFS/clangd" ;;
+    for package in "${packages[@]}"; do
+      [ -e "$lists/debian_dists_bookworm_Packages" ] || { echo "E: Unable to locate package $package" >&2; exit 100; }
+      if [ -n "$offline" ]; then
+        [ -e "$archives/$package.deb" ] || exit 100
+      else
+        touch "$archives/$package.deb"
+      fi
+    done
+    for package in "${packages[@]}"; do
+      [ "$package" = binutils ] && package=readelf
+      printf '#!/bin/true\n' >"$FAKE_ROOTFS/$package"
+      chmod +x "$FAKE_ROOTFS/$package"
+    done ;;
 esac
 """
 
@@ -297,7 +305,8 @@ def test_the_first_start_installs_clangd_and_the_pinned_extensions_on_the_volume
         for setting in ("Dir::State::Lists", "Dir::Cache::Archives"):
             [value] = [w.split("=", 1)[1] for w in call if w.startswith(setting + "=")]
             assert value.startswith(str(pod.state_on_volume) + "/"), call
-    assert (pod.rootfs / "clangd").exists()
+    # With them, what the download of a prebuilt Envoy runs here with: readelf (binutils) and pigz.
+    assert all((pod.rootfs / tool).exists() for tool in ("clangd", "readelf", "pigz"))
     # Every code-server call keeps extensions and user data in the state folder, which is on the volume.
     for call in (c for c in calls if c[0] == "code-server"):
         for flag in ("--extensions-dir", "--user-data-dir"):
@@ -325,7 +334,7 @@ def test_a_restarted_pod_installs_nothing_again(pod):
     assert pod.returncode == 0, pod.stderr
     assert installs(calls) == []
     assert apt_commands(calls) == [["install", "--no-download"]], "clangd from the volume's packages, offline"
-    assert (pod.rootfs / "clangd").exists()
+    assert all((pod.rootfs / tool).exists() for tool in ("clangd", "readelf", "pigz"))
     assert [c for c in calls if "--bind-addr" in c]
     # The same container started again (clangd there): apt is not run at all.
     calls = pod.start(restart_container=False)

@@ -48,6 +48,8 @@ def test_dev_stack_parses_to_the_walkthrough_lab():
         nodes=("192.168.122.55",), ssh_user="root", ssh_private_key=None, namespace="mark", create_namespace=True,
         proxy_memory="512Mi", proxy_memory_limit="4Gi",
         workload="fortio-server", target_node_address="192.168.122.55", target_node_name=None, mode="attach",
+        envoy_source="build", prebuilt_base_url="https://storage.googleapis.com/istio-build/proxy",
+        envoy_repository=None,
         lldb_server_port=2159, lldb_server_listen_all=False, app_uid=1000,
         placement="host", workspace_storage_class=None, workspace_volume_size="200Gi", code_server_password=None,
     )

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from components.launch import lldb_commands
+from components.launch import built_source_map, lldb_commands
 from tests.conftest import require_tool
 from tests.lldb_session import run_lldb
 
@@ -35,7 +35,7 @@ def build(root, split: bool):
 
 
 def breakpoint_line(elf, execroot, cwd) -> str:
-    session = lldb_commands(mode="attach", elf=str(elf), pid=1, execroot=str(execroot), sandbox_roots=[],
+    session = lldb_commands(mode="attach", elf=str(elf), pid=1, source_map=built_source_map(str(execroot), []),
                             connect_url="connect://127.0.0.1:1")
     local = [c for c in session if c.startswith(("settings ", "target create "))]
     transcript = run_lldb([*local, "breakpoint set --name work"], cwd=cwd)

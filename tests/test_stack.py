@@ -59,7 +59,7 @@ def test_s1_source_is_cloned_and_checked_out_at_the_tag(dev):
 
 
 def test_s2_router_network_with_the_walkthrough_subnet(dev):
-    network = resource(dev, "builder-network")["inputs"]
+    network = resource(dev, "docker-network")["inputs"]
     assert network["name"] == "router"
     assert network["ipamConfigs"] == [{"subnet": "172.18.0.0/16"}]
 
@@ -84,7 +84,7 @@ def test_s2_builder_container_as_the_walkthrough_runs_it(dev):
     assert inputs["command"] == ["bash", "-c", "/bin/sleep 300d"]
     assert inputs["image"].startswith("sha256:"), "the container runs the pulled image by id"
     assert builder["options"]["deleteBeforeReplace"] is True
-    for child in ("builder-network", "builder-container", "registry-container"):
+    for child in ("builder-container", "registry-container", "debugger-container"):
         assert "workspace" in resource(dev, child)["options"]["dependsOn"], f"{child}: the folders come first"
     assert "registry" in resource(dev, "debug-image-build")["options"]["dependsOn"], "the push needs the registry"
     assert "containerd-mirror" in resource(dev, "target-statefulset")["options"]["dependsOn"], "nodes can pull first"
@@ -150,8 +150,8 @@ def test_s4_registry_as_the_walkthrough_runs_it_with_deletes_and_kept_storage(de
 def test_another_developers_stack_gets_its_own_physical_names():
     alice = evaluate("alice", "workDir=/home/alice/istio", "registryHost=10.1.0.1", 'nodes=["10.1.0.55"]',
                      "registryPort=5001")
-    assert resource(alice, "builder-container")["inputs"]["name"] == "istio-proxy-builder-alice"
-    assert resource(alice, "builder-network")["inputs"]["name"] == "router-alice"
+    assert resource(alice, "debugger-container")["inputs"]["name"] == "lldb-vscode-server-alice"
+    assert resource(alice, "docker-network")["inputs"]["name"] == "router-alice"
     assert resource(alice, "registry-container")["inputs"]["name"] == "image-registry-alice"
     assert resource(alice, "registry-container")["inputs"]["ports"] == [{"internal": 5000, "external": 5001}]
     assert alice["outputs"]["registryPullAddress"] == "10.1.0.1:5001"

@@ -190,10 +190,9 @@ def test_preview_installs_the_requirements_where_the_projects_name_their_virtual
 
 def test_the_ci_stack_passes_the_programs_config_checks_with_its_own_names():
     evaluation = evaluate(CI_STACK)
-    assert resource(evaluation, "builder-container")["inputs"]["name"] == "istio-proxy-builder-ci"
     assert resource(evaluation, "debugger-container")["inputs"]["name"] == "lldb-vscode-server-ci"
     assert resource(evaluation, "registry-container")["inputs"]["name"] == "image-registry-ci"
-    assert resource(evaluation, "builder-network")["inputs"]["name"] == "router-ci"
+    assert resource(evaluation, "docker-network")["inputs"]["name"] == "router-ci"
     assert resource(evaluation, "target-namespace")["inputs"]["metadata"]["name"] == "mark-ci"
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# S9 in the cluster: the code-server pod's command, as root. Installs clangd from the image's Debian release
+# S9 in the cluster: the code-server pod's command, as root. Installs clangd, and binutils and pigz (which the
+# download of a prebuilt Envoy runs here with: readelf, a fast gunzip), from the image's Debian release
 # and the extensions given as arguments (id@version, from Open VSX), then runs code-server on
 # 0.0.0.0:CODE_SERVER_PORT behind the password in PASSWORD. What it installs lives under STATE_DIR on the
 # workspace volume, so a restarted pod finds it there and installs nothing again.
@@ -13,13 +14,14 @@ apt_dir="$STATE_DIR/apt"
 mkdir -p "$extensions_dir" "$user_data_dir/User" "$apt_dir/lists/partial" "$apt_dir/archives/partial"
 
 # A restarted container has a new root filesystem, so apt's package lists and the packages it fetched stay on
-# the volume: after the first start clangd is reinstalled from them, without `apt-get update` or a download.
+# the volume: after the first start they are reinstalled from them, without `apt-get update` or a download.
 apt_get() {
   DEBIAN_FRONTEND=noninteractive apt-get -o "Dir::State::Lists=$apt_dir/lists" \
     -o "Dir::Cache::Archives=$apt_dir/archives" -y --no-install-recommends "$@"
 }
-if ! command -v clangd >/dev/null; then
-  apt_get install --no-download clangd >/dev/null 2>&1 || { apt_get update && apt_get install clangd; }
+packages=(clangd binutils pigz)
+if ! command -v clangd >/dev/null || ! command -v readelf >/dev/null || ! command -v pigz >/dev/null; then
+  apt_get install --no-download "${packages[@]}" >/dev/null 2>&1 || { apt_get update && apt_get install "${packages[@]}"; }
 fi
 
 # The pinned versions hold only while VS Code does not update the extensions behind them (written once: the

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# S5, step 1: runs inside the builder container (fed on stdin to `docker exec -i … bash -s`), which has
-# binutils and sees the ELF where the build left it. Puts the Envoy for the image into the build context:
+# S5, step 1: runs in the workbench (fed on stdin to `docker exec -i … bash -s`) — the builder, or the debugger
+# when Envoy was downloaded — which has binutils and sees the ELF where the build or the download left it. Puts the Envoy for the image into the build context:
 # stripped of debug info (STRIP=true: objcopy --strip-debug keeps the symbol table and the build-id note)
 # or the full ELF, hard-linked when it can be. Refuses a result whose build-id is not BUILD_ID, since lldb
 # could then not match it to the unstripped ELF. Prints envoy's size, build-id and form on stdout.

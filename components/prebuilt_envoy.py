@@ -1,0 +1,134 @@
+"""envoySource prebuilt: the debug Envoy Istio publishes, in place of S2-S3's hours of building.
+
+For every istio/proxy commit a release pins, istio/proxy's CI (scripts/release-binary.sh) publishes a `-c dbg`
+build of Envoy: envoy-debug-<SHA>.tar.gz (usr/local/bin/envoy), its .sha256, and envoy-debug-<SHA>.dwp, the
+DWARF package of its split debug info (envoy.bazelrc builds with --fission=dbg,opt: the ELF holds skeleton
+units, line tables and symbols; variables, types and functions are in the .dwp). <SHA> is the commit the
+istio/proxy checkout is at, so the source lldb shows is S1's checkout. Here:
+
+- the Envoy source the build compiled is checked out too (prepare-envoy-source.sh), at the commit the
+  checkout's WORKSPACE pins, so stepping into Envoy's own files works;
+- the ELF and the .dwp are downloaded side by side into the cache folder (fetch-prebuilt-envoy.sh: streamed,
+  verified, cached by <SHA>, never deleted), and what the debugger needs — the build-id and the source
+  prefixes the debug info records — is read from them.
+
+Both scripts run where the workspace is mounted and no builder exists: in the debugger container (host) or
+the code-server pod (cluster). Its outputs are EnvoyBuild's: the ELF, its build-id and the source map.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_command import local
+
+from components.launch import SourceMap, prebuilt_source_map
+from components.options import child_options
+from components.placement import Placement
+from components.scripts import key_values, script
+from components.workspace import CONTAINER_CACHE_DIR, CONTAINER_SOURCE_DIR
+
+# Under the cache folder, which every workload mounts and destroy never touches.
+PREBUILT_DIR = posixpath.join(CONTAINER_CACHE_DIR, "istio-proxy-debug", "prebuilt")
+ENVOY_CHECKOUT = posixpath.join(CONTAINER_CACHE_DIR, "istio-proxy-debug", "envoy")
+# Downloads of a GB or more on a slow link.
+FETCH_TIMEOUT = "3h"
+
+
+@dataclass(frozen=True)
+class PrebuiltArtifact:
+    """What fetch-prebuilt-envoy.sh found, as the workbench (and the debugger) sees it."""
+
+    elf: str
+    dwp: str
+    build_id: str
+    # Every source prefix the debug info records: compilation directories and bazel sandbox roots.
+    prefixes: tuple[str, ...]
+
+
+def parse_fetch_result(stdout: str) -> PrebuiltArtifact:
+    values = key_values(stdout, {"elf", "dwp", "buildId", "compDirs", "sandboxRoots"})
+    return PrebuiltArtifact(elf=values["elf"], dwp=values["dwp"], build_id=values["buildId"],
+                            prefixes=tuple(values["compDirs"].split() + values["sandboxRoots"].split()))
+
+
+@dataclass(frozen=True)
+class EnvoyCheckout:
+    """What prepare-envoy-source.sh checked out: the pinned commit, where from, and the path prefix bazel
+    gave Envoy's files (external/<name of its http_archive>)."""
+
+    commit: str
+    repository: str
+    external: str
+
+
+def parse_checkout_result(stdout: str) -> EnvoyCheckout:
+    values = key_values(stdout, {"commit", "repository", "external"})
+    return EnvoyCheckout(commit=values["commit"], repository=values["repository"], external=values["external"])
+
+
+@dataclass
+class PrebuiltEnvoyArgs:
+    placement: Placement
+    # How a script reaches the workbench: the debugger container (host) or the code-server pod (cluster).
+    workbench_exec: Callable[[list[str]], pulumi.Input[str]]
+    istio_version: str
+    # The istio/proxy commit the checkout is at: the <SHA> of the published files.
+    source_commit: pulumi.Input[str]
+    base_url: str
+    envoy_repository: str | None
+
+
+class PrebuiltEnvoy(pulumi.ComponentResource):
+    """The Envoy checkout and the downloaded debug ELF with its .dwp."""
+
+    elf: pulumi.Output[str]
+    elf_host_path: pulumi.Output[str]
+    dwp: pulumi.Output[str]
+    build_id: pulumi.Output[str]
+    source_map: pulumi.Output[SourceMap]
+    envoy_checkout: pulumi.Output[str]
+    envoy_commit: pulumi.Output[str]
+
+    def __init__(self, name: str, args: PrebuiltEnvoyArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("istio-proxy-debug:prebuilt_envoy:PrebuiltEnvoy", name, None, opts)
+        source_env = {"SOURCE_DIR": CONTAINER_SOURCE_DIR, "ENVOY_DIR": ENVOY_CHECKOUT, "SOURCE_TAG": args.istio_version}
+        if args.envoy_repository is not None:
+            source_env["ENVOY_REPOSITORY"] = args.envoy_repository
+        source = local.Command(
+            f"{name}-source",
+            create=args.workbench_exec(list(source_env)),
+            stdin=script("prepare-envoy-source.sh"),
+            environment=source_env,
+            # Another istio/proxy commit may pin another Envoy.
+            triggers=[args.source_commit],
+            opts=child_options(self, opts),
+        )
+        fetch_env = {"BASE_URL": args.base_url, "SHA": args.source_commit, "DEST_DIR": PREBUILT_DIR}
+        fetch = local.Command(
+            f"{name}-fetch",
+            create=args.workbench_exec(list(fetch_env)),
+            stdin=script("fetch-prebuilt-envoy.sh"),
+            environment=fetch_env,
+            opts=child_options(self, opts, custom_timeouts=pulumi.CustomTimeouts(create=FETCH_TIMEOUT,
+                                                                                update=FETCH_TIMEOUT)),
+        )
+        checkout = source.stdout.apply(parse_checkout_result)
+        artifact = fetch.stdout.apply(parse_fetch_result)
+        self.elf = artifact.apply(lambda a: a.elf)
+        self.dwp = artifact.apply(lambda a: a.dwp)
+        self.build_id = artifact.apply(lambda a: a.build_id)
+        self.elf_host_path = self.elf.apply(args.placement.layout.host_path)
+        self.envoy_checkout = checkout.apply(lambda _: ENVOY_CHECKOUT)
+        self.envoy_commit = checkout.apply(lambda c: c.commit)
+        self.source_map = pulumi.Output.all(artifact, checkout).apply(
+            lambda pair: prebuilt_source_map(list(pair[0].prefixes), CONTAINER_SOURCE_DIR, pair[1].external,
+                                             ENVOY_CHECKOUT)
+        )
+        self.register_outputs({
+            "elf": self.elf, "elfHostPath": self.elf_host_path, "dwp": self.dwp, "buildId": self.build_id,
+            "sourceMap": self.source_map, "envoyCheckout": self.envoy_checkout, "envoyCommit": self.envoy_commit,
+        })

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# envoySource prebuilt: downloads the debug Envoy that istio/proxy's CI (scripts/release-binary.sh) publishes
+# for commit SHA — envoy-debug-SHA.tar.gz (usr/local/bin/envoy), its .sha256 and envoy-debug-SHA.dwp (its split
+# DWARF) — from BASE_URL into DEST_DIR/SHA as envoy and envoy.dwp, side by side where lldb looks for the
+# package. Runs where the workspace is mounted (fed on stdin to `… bash -s`).
+#
+# - One pass: the tar.gz streams through the hash and tar; only the ELF lands on disk, under a temporary name.
+# - Never trusted half-written: a file gets its final name only once verified (the tar.gz against the .sha256;
+#   the .dwp against its size and, where the server states one, its MD5). A cut-off .dwp stays as a hidden
+#   .partial that the next run resumes (If-Range: a changed object restarts it); a bad one is removed.
+# - Cached by SHA: when both files are there, nothing is requested at all.
+#
+# Then reads what the debugger needs from the files themselves and prints it on stdout, one key=value per line:
+# elf, dwp, buildId, compDirs (the compilation directories of the ELF's units) and sandboxRoots (bazel sandbox
+# execution roots recorded in the debug info). Progress and errors go to stderr.
+set -euo pipefail
+
+: "${BASE_URL:?}" "${SHA:?}" "${DEST_DIR:?}"
+
+die() {
+  echo "fetch-prebuilt-envoy: $*" >&2
+  exit 1
+}
+
+[[ $SHA =~ ^[0-9a-f]{40}$ ]] || die "SHA=$SHA is not a commit id"
+for tool in curl tar readelf grep; do
+  command -v "$tool" >/dev/null || die "$tool is missing where the download runs: install it"
+done
+
+name="envoy-debug-$SHA"
+dir="$DEST_DIR/$SHA"
+elf="$dir/envoy"
+dwp="$dir/envoy.dwp"
+# Stall, not slowness, is what fails a transfer: less than 1 KB/s for a minute.
+curl_options=(--silent --show-error --location --connect-timeout 30 --speed-limit 1024 --speed-time 60)
+
+# The fastest digest and inflater at hand: OpenSSL's SHA-256 uses the CPU's SHA extensions, coreutils' does not.
+digest() {
+  if command -v openssl >/dev/null; then openssl dgst "-$1" -r | cut -d' ' -f1; else "${1}sum" | cut -d' ' -f1; fi
+}
+if command -v pigz >/dev/null; then inflate=(--use-compress-program=pigz); else inflate=(--gzip); fi
+
+not_published() {
+  die "no prebuilt debug Envoy for istio/proxy commit $SHA: $1 ($2). Istio publishes one only for the commits" \
+    "its CI built (a release's own commit, not a fork's or a local one): set envoySource to build to compile" \
+    "it, or prebuiltBaseUrl to a mirror that has it"
+}
+
+# A small file into a variable; a missing one (HTTP 404, or no such file) is named as not published.
+fetch_small() {
+  local url=$1 body status
+  body=$(mktemp)
+  status=$(curl "${curl_options[@]}" --retry 3 --output "$body" --write-out '%{http_code}' "$url") || {
+    local code=$?
+    rm -f "$body"
+    [ "$code" = 37 ] && not_published "$url" "no such file"
+    die "cannot fetch $url (curl exit $code)"
+  }
+  if [ "$status" = 404 ]; then rm -f "$body" && not_published "$url" "HTTP 404"; fi
+  if [[ $status == [45]* ]]; then rm -f "$body" && die "cannot fetch $url: HTTP $status"; fi
+  cat "$body"
+  rm -f "$body"
+}
+
+fetch_elf() {
+  local url="$BASE_URL/$name.tar.gz" expected work statuses got
+  expected=$(fetch_small "$BASE_URL/$name.sha256" | awk '{ print $1; exit }')
+  [[ $expected =~ ^[0-9a-f]{64}$ ]] || die "$name.sha256 at $BASE_URL holds no sha256 digest"
+  work=$(mktemp -d "$dir/.envoy.partial.XXXXXX")
+  mkfifo "$work/stream"
+  mkdir "$work/tree"
+  echo "downloading $url" >&2
+  # tar reads the stream from the FIFO while the digest reads it from the pipe; whatever tar leaves unread
+  # (padding after the archive) is drained so the digest sees every byte.
+  { tar -x "${inflate[@]}" -f - -C "$work/tree" --no-same-owner 2>"$work/tar.err"
+    echo $? >"$work/tar.status"; cat >/dev/null; } <"$work/stream" &
+  local reader=$!
+  set +o pipefail
+  curl "${curl_options[@]}" --fail "$url" | tee "$work/stream" | digest sha256 >"$work/sha256"
+  statuses=("${PIPESTATUS[@]}")
+  set -o pipefail
+  wait "$reader" || true
+  got=$(cat "$work/sha256")
+  if [ "${statuses[0]}" != 0 ]; then
+    rm -rf "$work"
+    [ "${statuses[0]}" = 22 ] && not_published "$url" "HTTP error"
+    die "$name.tar.gz: the transfer failed (curl exit ${statuses[0]}); nothing was kept, run pulumi up again"
+  fi
+  if [ "$got" != "$expected" ]; then
+    rm -rf "$work"
+    die "$name.tar.gz: its sha256 is $got, but $name.sha256 says $expected: the download is corrupt or" \
+      "truncated; nothing was kept, run pulumi up again"
+  fi
+  if [ "$(cat "$work/tar.status")" != 0 ] || [ ! -f "$work/tree/usr/local/bin/envoy" ]; then
+    cat "$work/tar.err" >&2
+    rm -rf "$work"
+    die "$name.tar.gz passed its checksum but holds no usr/local/bin/envoy"
+  fi
+  chmod 0755 "$work/tree/usr/local/bin/envoy"
+  mv -f "$work/tree/usr/local/bin/envoy" "$elf"
+  rm -rf "$work"
+}
+
+# The .dwp's size and checksum as the server states them: Content-Length, ETag, and the MD5 that Google
+# Cloud Storage gives in x-goog-hash (or a Content-MD5), hex.
+dwp_metadata() {
+  local url=$1 headers status
+  headers=$(curl "${curl_options[@]}" --retry 3 --head --output /dev/null --dump-header - "$url") || {
+    local code=$?
+    [ "$code" = 37 ] && not_published "$url" "no such file"
+    die "cannot fetch $url (curl exit $code)"
+  }
+  # After redirects, the last response's headers.
+  headers=$(tr -d '\r' <<<"$headers" | awk '/^HTTP\// { block = "" } { block = block $0 "\n" } END { printf "%s", block }')
+  status=$(awk 'NR == 1 && /^HTTP\// { print $2 }' <<<"$headers")
+  [ "$status" = 404 ] && not_published "$url" "HTTP 404"
+  [[ ${status:-200} == [45]* ]] && die "cannot fetch $url: HTTP $status"
+  local size etag md5
+  size=$(awk -F': *' 'tolower($1) == "content-length" { print $2 }' <<<"$headers" | tail -n 1)
+  etag=$(awk -F': *' 'tolower($1) == "etag" { print $2 }' <<<"$headers" | tail -n 1)
+  md5=$(awk -F': *' 'tolower($1) == "x-goog-hash" || tolower($1) == "content-md5" { print $2 }' <<<"$headers" |
+    tr ',' '\n' | sed -n -E 's/^ *(md5=)?([A-Za-z0-9+\/]{22}==) *$/\2/p' | head -n 1)
+  [ -z "$md5" ] || md5=$(base64 -d <<<"$md5" | od -An -v -tx1 | tr -d ' \n')
+  printf 'url=%s\nsize=%s\netag=%s\nmd5=%s\n' "$url" "$size" "$etag" "$md5"
+}
+
+fetch_dwp() {
+  local url="$BASE_URL/$name.dwp" part="$dir/.envoy.dwp.partial" metadata offset status got size etag md5
+  metadata=$(dwp_metadata "$url")
+  size=$(sed -n 's/^size=//p' <<<"$metadata")
+  etag=$(sed -n 's/^etag=//p' <<<"$metadata")
+  md5=$(sed -n 's/^md5=//p' <<<"$metadata")
+  # A partial download resumes only if it is of this very object; anything else starts over.
+  if [ -f "$part" ] && [ "$(cat "$part.metadata" 2>/dev/null)" = "$metadata" ]; then
+    offset=$(stat -c %s "$part")
+  else
+    rm -f "$part"
+    printf '%s\n' "$metadata" >"$part.metadata"
+    offset=0
+  fi
+  if [ -n "$size" ] && [ "$offset" -gt "$size" ]; then rm -f "$part" && offset=0; fi
+  local resume=()
+  if [ "$offset" -gt 0 ]; then
+    echo "resuming $url at byte $offset" >&2
+    resume=(--continue-at "$offset")
+    [ -z "$etag" ] || resume+=(--header "If-Range: $etag")
+  else
+    echo "downloading $url" >&2
+  fi
+  # The digest covers the kept prefix (read back once) and the rest as it arrives.
+  set +o pipefail
+  {
+    [ "$offset" = 0 ] || head -c "$offset" "$part"
+    curl "${curl_options[@]}" --fail "${resume[@]}" "$url" | tee -a "$part"
+    echo "${PIPESTATUS[0]}" >"$part.status"
+  } | digest md5 >"$part.md5"
+  set -o pipefail
+  status=$(cat "$part.status")
+  got=$(cat "$part.md5")
+  rm -f "$part.status" "$part.md5"
+  case "$status" in
+    0) ;;
+    33)
+      # The object changed, or the server ignores ranges: start over next time.
+      rm -f "$part"
+      die "$name.dwp changed on the server since the interrupted download; run pulumi up again to fetch it whole"
+      ;;
+    22) die "cannot fetch $url: HTTP error (curl exit 22)" ;;
+    *)
+      die "$name.dwp: the transfer broke off after $(stat -c %s "$part") of ${size:-?} bytes (curl exit $status);" \
+        "run pulumi up again to resume it"
+      ;;
+  esac
+  local have
+  have=$(stat -c %s "$part")
+  if [ -n "$size" ] && [ "$have" != "$size" ]; then
+    rm -f "$part"
+    die "$name.dwp: received $have bytes, but $url has $size; nothing was kept, run pulumi up again"
+  fi
+  if [ -n "$md5" ] && [ "$got" != "$md5" ]; then
+    rm -f "$part"
+    die "$name.dwp: its MD5 is $got, but the server states $md5: the download is corrupt; nothing was kept," \
+      "run pulumi up again"
+  fi
+  mv -f "$part" "$dwp"
+  rm -f "$part.metadata"
+}
+
+mkdir -p "$dir"
+# Two runs at once (two stacks sharing a cache) take turns; the second finds the files there.
+exec 9>"$dir/.lock"
+flock 9
+[ -f "$elf" ] || fetch_elf
+[ -f "$dwp" ] || fetch_dwp
+
+build_id=$(LC_ALL=C readelf -n "$elf" 2>/dev/null | awk '/Build ID:/ { print $3; exit }')
+[ -n "$build_id" ] || die "$elf has no GNU build-id note; lldb could not match the image's stripped copy to it"
+LC_ALL=C readelf -S "$dwp" 2>/dev/null | grep -q '\.debug_info\.dwo' ||
+  die "$dwp holds no .debug_info.dwo section: it is not a DWARF package"
+# The skeleton units' compilation directories (bazel's /proc/self/cwd, or a CI's own execution root): the
+# prefixes the source map must cover. readelf is kept from chasing the .dwo files they name.
+comp_dirs=$(LC_ALL=C readelf --debug-dump=info,no-follow-links --dwarf-depth=1 "$elf" 2>/dev/null |
+  sed -n -E 's/^.*DW_AT_comp_dir[[:space:]]*:[[:space:]]*(\([^)]*\):[[:space:]]*)?(.*[^[:space:]])[[:space:]]*$/\2/p' |
+  sort -u | tr '\n' ' ')
+[ -n "$comp_dirs" ] || die "$elf has no compilation units with a DW_AT_comp_dir: it is not a debug build"
+sandbox_roots=$(cat "$elf" "$dwp" |
+  LC_ALL=C grep -a -o -E '/[^[:space:][:cntrl:]"]*/sandbox/[a-z-]+/[0-9]+/execroot/[A-Za-z0-9_.-]+' |
+  sort -u | tr '\n' ' ' || true)
+printf 'elf=%s\ndwp=%s\nbuildId=%s\ncompDirs=%s\nsandboxRoots=%s\n' \
+  "$elf" "$dwp" "$build_id" "${comp_dirs% }" "${sandbox_roots% }"
