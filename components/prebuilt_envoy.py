@@ -52,7 +52,7 @@ class PrebuiltArtifact:
 def parse_fetch_result(stdout: str) -> PrebuiltArtifact:
     values = key_values(stdout, {"elf", "dwp", "buildId", "compDirs", "sandboxRoots"})
     return PrebuiltArtifact(elf=values["elf"], dwp=values["dwp"], build_id=values["buildId"],
-                            prefixes=tuple(values["compDirs"].split() + values["sandboxRoots"].split()))
+                            prefixes=tuple(sorted(set(values["compDirs"].split() + values["sandboxRoots"].split()))))
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 It serves a folder's files as Google Cloud Storage serves objects: GET and HEAD, Content-Length, an ETag,
 byte ranges (`Range: bytes=N-`, honoured only while `If-Range` names the current ETag, else the whole object
 with 200), 404 for what is not there, and an `x-goog-hash: crc32c=…,md5=…` header (md5 left out with
-`md5=False`, as GCS does for composite objects; crc32c is a dummy, nothing here checks it). Every request is
-recorded. Failures on demand: `cut[name] = n` sends the full Content-Length and drops the connection after n
-bytes of the body, once. `rate` (bytes/s) throttles bodies, for benchmarks of a user's link.
+`md5=False`, as GCS does for composite objects; `stated_md5[name]` states another digest; crc32c is a dummy,
+nothing here checks it). Every request is recorded. Failures on demand: `cut[name] = n` sends the full
+Content-Length and drops the connection after n bytes of the body, once. `rate` (bytes/s) throttles bodies, for
+benchmarks of a user's link.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Origin:
     md5: bool = True
     rate: float | None = None
     cut: dict[str, int] = field(default_factory=dict)
+    stated_md5: dict[str, bytes] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
 
     def __post_init__(self):
@@ -75,7 +77,8 @@ class Origin:
                 self.send_header("Accept-Ranges", "bytes")
                 hashes = "crc32c=AAAAAA=="
                 if origin.md5:
-                    hashes += f",md5={md5}"
+                    stated = origin.stated_md5.get(name)
+                    hashes += f",md5={base64.b64encode(stated).decode() if stated else md5}"
                 self.send_header("x-goog-hash", hashes)
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")

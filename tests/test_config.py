@@ -102,6 +102,13 @@ def test_dev_stack_parses_to_the_walkthrough_lab():
         ("builderImage", "Not An Image", "image reference"),
         ("sourceRepository", "github.com/istio/proxy", "git URL"),
         ("dockerNetwork", "-router", "Docker network name"),
+        ("envoySource", "download", "expected prebuilt"),
+        ("prebuiltBaseUrl", "ftp://mirror.example/istio-build/proxy", "expected an http(s) URL of a folder"),
+        ("prebuiltBaseUrl", "https://storage.googleapis.com/istio-build/proxy?alt=media", "without ? or #"),
+        ("prebuiltBaseUrl", "storage.googleapis.com/istio-build/proxy", "expected an http(s) URL"),
+        ("prebuiltBaseUrl", "file://srv/istio-build", "file:// and an absolute, normalised folder"),
+        ("prebuiltBaseUrl", "file:///srv/../istio-build", "file:// and an absolute, normalised folder"),
+        ("envoyRepository", "github.com/envoyproxy/envoy", "git URL of the Envoy repository"),
     ],
 )
 def test_each_bad_value_gets_one_message_naming_key_value_and_expectation(key, value, expected):
@@ -112,11 +119,37 @@ def test_each_bad_value_gets_one_message_naming_key_value_and_expectation(key, v
     assert expected in found[0]
 
 
-@pytest.mark.parametrize("key", ["workDir", "registryHost", "nodes", "mode", "registryPort", "buildEnvoy"])
+@pytest.mark.parametrize("key", ["workDir", "registryHost", "nodes", "mode", "registryPort", "buildEnvoy",
+                                 "envoySource", "prebuiltBaseUrl"])
 def test_missing_required_key_says_how_to_set_it(key):
     found = problems(**{key: None})
     assert found == [f"istio-proxy-debug:{key} is required: " + found[0].split("is required: ", 1)[1]]
     assert found[0].split("is required: ", 1)[1]
+
+
+def test_a_new_stack_downloads_envoy_and_the_walkthroughs_dev_stack_builds_it():
+    newcomer, _ = stack_config("newcomer", {"workDir": "/home/me/istio", "registryHost": "10.0.0.1",
+                                            "nodes": '["10.0.0.2"]'})
+    assert parse_config({k.split(":", 1)[1]: v for k, v in newcomer.items()}, stack="newcomer").prebuilt
+    assert not parse_config(raw_dev(), stack="dev").prebuilt
+
+
+def test_the_prebuilt_keys_are_read():
+    config = parse_config(raw_dev(envoySource="prebuilt", prebuiltBaseUrl="https://mirror.example/istio/proxy/",
+                                  envoyRepository="https://git.example/envoy.git"), stack="dev")
+    assert config.prebuilt
+    assert config.prebuilt_base_url == "https://mirror.example/istio/proxy", "one URL for one folder"
+    assert config.envoy_repository == "https://git.example/envoy.git"
+    assert parse_config(raw_dev(prebuiltBaseUrl="file:///srv/istio-build/proxy"), stack="dev").prebuilt_base_url \
+        == "file:///srv/istio-build/proxy"
+
+
+def test_a_file_url_needs_the_host_placement():
+    found = problems(placement="cluster", registryPort="30500", codeServerPassword="correct-horse-battery",
+                     prebuiltBaseUrl="file:///srv/istio-build/proxy")
+    assert found == ['istio-proxy-debug:prebuiltBaseUrl = "file:///srv/istio-build/proxy": expected an http(s) URL '
+                     "with placement cluster: the download runs in the cluster, which does not see the developer "
+                     "host's folders; serve the folder over http, e.g. from a bucket"]
 
 
 def test_startup_mode_needs_the_istio_minor_whose_sidecar_it_writes_out():

@@ -45,6 +45,8 @@ PROGRAM_VARIANTS = {
     "startup": ("mode=startup",),
     "listen-all": ("lldbServerListenAll=true",),
     "cluster": CLUSTER_PLACEMENT,
+    "prebuilt": ("envoySource=prebuilt",),
+    "cluster, prebuilt": (*CLUSTER_PLACEMENT, "envoySource=prebuilt"),
 }
 
 
@@ -349,7 +351,7 @@ def test_workloads_without_istio_containers_are_not_the_digest_policys_business(
 def test_every_resource_of_the_program_passes_every_policy(variant):
     evaluation = program(variant)
     checked = {r["type"] for r in custom(evaluation)}
-    workloads = "kubernetes:apps/v1:Deployment" if variant == "cluster" else policies.DOCKER_CONTAINER
+    workloads = "kubernetes:apps/v1:Deployment" if variant.startswith("cluster") else policies.DOCKER_CONTAINER
     assert {"command:remote:Command", workloads, "kubernetes:apps/v1:StatefulSet"} <= checked
     for r in custom(evaluation):
         for policy in policies.POLICIES:

@@ -31,11 +31,15 @@ def test_script_passes_shellcheck(path):
     assert done.returncode == 0, done.stdout
 
 
-@pytest.mark.parametrize("mode", ["attach", "startup"])
-def test_every_script_the_program_renders_passes_shellcheck(mode):
+@pytest.mark.parametrize(("mode", "source", "steps"), [
+    ("attach", "build", {"envoy-make"}),
+    ("startup", "build", {"envoy-make"}),
+    ("attach", "prebuilt", {"envoy-source", "envoy-fetch"}),
+])
+def test_every_script_the_program_renders_passes_shellcheck(mode, source, steps):
     """What a command runs, as rendered: bash -c texts, scripts fed on stdin, delete heredocs."""
     shellcheck = require_tool("shellcheck")
-    evaluation = evaluate("dev", f"mode={mode}")
+    evaluation = evaluate("dev", f"mode={mode}", f"envoySource={source}")
     texts = []
     for r in evaluation["resources"]:
         inputs = r["inputs"]
@@ -47,7 +51,8 @@ def test_every_script_the_program_renders_passes_shellcheck(mode):
             texts.append((r["name"], "stdin", inputs["stdin"]))
         if "<<'STOP'\n" in inputs.get("delete", ""):
             texts.append((r["name"], "delete", inputs["delete"].split("<<'STOP'\n", 1)[1].rsplit("STOP\n", 1)[0]))
-    assert {name for name, _, _ in texts} >= {"workspace-prepare", "envoy-make", "lldb-server-platform"}
+    assert {name for name, _, _ in texts} >= {"workspace-prepare", "lldb-server-platform", "debug-image-context",
+                                              *steps}
     for name, part, text in texts:
         done = subprocess.run([shellcheck, "--severity=style", "-s", "bash", "-"], input=text, capture_output=True,
                               text=True)

@@ -84,6 +84,13 @@ def physical(evaluation: dict) -> set[tuple]:
     return found
 
 
+def test_new_stacks_download_envoy_whatever_the_walkthroughs_stack_does(tmp_path):
+    made = developer_stack(tmp_path, "alice")
+    assert new_stack.stack_files(ROOT)["dev"]["envoySource"] == "build"
+    assert "envoySource" not in made["alice"]
+    assert evaluate("alice", *overrides(made["alice"]))["outputs"]["envoySource"] == "prebuilt"
+
+
 def test_new_stacks_get_values_no_other_stack_file_uses(tmp_path):
     made = developer_stack(tmp_path, "alice", "bob")
     committed = new_stack.stack_files(ROOT)
@@ -157,7 +164,8 @@ def evaluation_bytes(tmp_path: Path, *, env: dict[str, str], prefix: list[str], 
     return done.stdout
 
 
-PLACEMENTS = {"host": (), "cluster": CLUSTER_PLACEMENT}
+PLACEMENTS = {"host": (), "cluster": CLUSTER_PLACEMENT, "host, prebuilt": ("envoySource=prebuilt",),
+              "cluster, prebuilt": (*CLUSTER_PLACEMENT, "envoySource=prebuilt")}
 
 
 @pytest.mark.parametrize("placement", sorted(PLACEMENTS))
@@ -187,9 +195,15 @@ def test_the_same_stack_evaluates_byte_for_byte_alike_on_another_machine(tmp_pat
     assert b"elsewhere-build-host" not in second and str(tmp_path).encode() not in second
 
 
-def test_a_preview_needs_no_elf_no_docker_and_no_cluster(tmp_path):
-    """A bare environment: no docker or kubectl on PATH, no kubeconfig, no ELF anywhere."""
-    out = evaluation_bytes(tmp_path, preview=True, prefix=[], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+@pytest.mark.parametrize("envoy_source", ["build", "prebuilt"])
+def test_a_preview_needs_no_elf_no_docker_no_cluster_and_no_network(tmp_path, envoy_source):
+    """A bare environment: no docker or kubectl on PATH, no kubeconfig, no ELF anywhere, and a network namespace
+    of its own with nothing in it (loopback down): the preview neither downloads nor asks anything."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    require_tool("unshare")
+    out = evaluation_bytes(tmp_path, preview=True, prefix=["unshare", "--net"], sets=(f"envoySource={envoy_source}",),
+                           env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     evaluation = json.loads(out)
     assert any(r["type"] == "kubernetes:apps/v1:StatefulSet" for r in evaluation["resources"])
 
@@ -210,8 +224,9 @@ def test_the_ssh_key_is_only_ever_a_secret():
         assert "test-only" not in masked, f"{r['name']} holds the key outside a secret"
 
 
-def test_destroy_keeps_the_source_the_cache_and_the_registry_data():
-    evaluation = evaluate("dev")
+@pytest.mark.parametrize("envoy_source", ["build", "prebuilt"])
+def test_destroy_keeps_the_source_the_cache_and_the_registry_data(envoy_source):
+    evaluation = evaluate("dev", f"envoySource={envoy_source}")
     work_dir = "/home/labile/istio-testing"
     for r in evaluation["resources"]:
         if r["type"].startswith("command:"):

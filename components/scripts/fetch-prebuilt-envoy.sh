@@ -40,6 +40,10 @@ digest() {
 }
 if command -v pigz >/dev/null; then inflate=(--use-compress-program=pigz); else inflate=(--gzip); fi
 
+build_id_of() {
+  LC_ALL=C readelf -n "$1" 2>/dev/null | awk '/Build ID:/ { print $3; exit }'
+}
+
 not_published() {
   die "no prebuilt debug Envoy for istio/proxy commit $SHA: $1 ($2). Istio publishes one only for the commits" \
     "its CI built (a release's own commit, not a fork's or a local one): set envoySource to build to compile" \
@@ -96,6 +100,11 @@ fetch_elf() {
     rm -rf "$work"
     die "$name.tar.gz passed its checksum but holds no usr/local/bin/envoy"
   fi
+  if [ -z "$(build_id_of "$work/tree/usr/local/bin/envoy")" ]; then
+    rm -rf "$work"
+    die "$name.tar.gz: its envoy has no GNU build-id note, so lldb could not match the image's stripped copy" \
+      "to it; nothing was kept"
+  fi
   chmod 0755 "$work/tree/usr/local/bin/envoy"
   mv -f "$work/tree/usr/local/bin/envoy" "$elf"
   rm -rf "$work"
@@ -124,6 +133,8 @@ dwp_metadata() {
   printf 'url=%s\nsize=%s\netag=%s\nmd5=%s\n' "$url" "$size" "$etag" "$md5"
 }
 
+# Downloads the .dwp to a hidden .partial (resuming one of the same object), checks it and gives it its name.
+# Prints nothing on success; an interrupted transfer keeps the .partial and fails, a bad file is removed.
 fetch_dwp() {
   local url="$BASE_URL/$name.dwp" part="$dir/.envoy.dwp.partial" metadata offset status got size etag md5
   metadata=$(dwp_metadata "$url")
@@ -142,6 +153,7 @@ fetch_dwp() {
   local resume=()
   if [ "$offset" -gt 0 ]; then
     echo "resuming $url at byte $offset" >&2
+    # If-Range: should the object have changed since the HEAD, the server sends all of it and curl stops.
     resume=(--continue-at "$offset")
     [ -z "$etag" ] || resume+=(--header "If-Range: $etag")
   else
@@ -158,14 +170,14 @@ fetch_dwp() {
   status=$(cat "$part.status")
   got=$(cat "$part.md5")
   rm -f "$part.status" "$part.md5"
+  discard() {
+    rm -f "$part" "$part.metadata"
+    die "$@"
+  }
   case "$status" in
     0) ;;
-    33)
-      # The object changed, or the server ignores ranges: start over next time.
-      rm -f "$part"
-      die "$name.dwp changed on the server since the interrupted download; run pulumi up again to fetch it whole"
-      ;;
-    22) die "cannot fetch $url: HTTP error (curl exit 22)" ;;
+    33) discard "$name.dwp changed on the server during the download; run pulumi up again to fetch it whole" ;;
+    22) discard "cannot fetch $url: HTTP error (curl exit 22)" ;;
     *)
       die "$name.dwp: the transfer broke off after $(stat -c %s "$part") of ${size:-?} bytes (curl exit $status);" \
         "run pulumi up again to resume it"
@@ -174,14 +186,14 @@ fetch_dwp() {
   local have
   have=$(stat -c %s "$part")
   if [ -n "$size" ] && [ "$have" != "$size" ]; then
-    rm -f "$part"
-    die "$name.dwp: received $have bytes, but $url has $size; nothing was kept, run pulumi up again"
+    discard "$name.dwp: received $have bytes, but $url has $size; nothing was kept, run pulumi up again"
   fi
   if [ -n "$md5" ] && [ "$got" != "$md5" ]; then
-    rm -f "$part"
-    die "$name.dwp: its MD5 is $got, but the server states $md5: the download is corrupt; nothing was kept," \
+    discard "$name.dwp: its MD5 is $got, but the server states $md5: the download is corrupt; nothing was kept," \
       "run pulumi up again"
   fi
+  LC_ALL=C readelf -S "$part" 2>/dev/null | grep -q '\.debug_info\.dwo' ||
+    discard "$name.dwp holds no .debug_info.dwo section: it is not a DWARF package; nothing was kept"
   mv -f "$part" "$dwp"
   rm -f "$part.metadata"
 }
@@ -193,10 +205,7 @@ flock 9
 [ -f "$elf" ] || fetch_elf
 [ -f "$dwp" ] || fetch_dwp
 
-build_id=$(LC_ALL=C readelf -n "$elf" 2>/dev/null | awk '/Build ID:/ { print $3; exit }')
-[ -n "$build_id" ] || die "$elf has no GNU build-id note; lldb could not match the image's stripped copy to it"
-LC_ALL=C readelf -S "$dwp" 2>/dev/null | grep -q '\.debug_info\.dwo' ||
-  die "$dwp holds no .debug_info.dwo section: it is not a DWARF package"
+build_id=$(build_id_of "$elf")
 # The skeleton units' compilation directories (bazel's /proc/self/cwd, or a CI's own execution root): the
 # prefixes the source map must cover. readelf is kept from chasing the .dwo files they name.
 comp_dirs=$(LC_ALL=C readelf --debug-dump=info,no-follow-links --dwarf-depth=1 "$elf" 2>/dev/null |

@@ -1,0 +1,318 @@
+"""envoySource prebuilt: the download and the Envoy checkout, run for real by bash exactly as the program renders
+them (script text and environment from the program evaluated under mocks; only the paths and the server's address
+are this test's), against a real HTTP server on loopback that serves a synthetic Envoy published the way Istio's
+CI publishes envoy-debug-<SHA> (tests/istio_envoy.py), and against real git repositories."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.prebuilt_envoy import parse_checkout_result, parse_fetch_result
+from tests.conftest import ROOT, evaluate, require_tool, resource
+from tests.http_origin import Origin, publish
+from tests.istio_envoy import ENVOY_REPOSITORY_NAME, build, envoy_origin, git, proxy_checkout
+
+SHA = "d799381810ae54f1cccb2a9ae79d9c6191ca2c83"  # istio/proxy's commit of Istio 1.17.2
+OTHER_SHA = "e1222b5645a29ad3d02b280797ac1219dd88cfbc"  # 1.17.8's
+NAME = f"envoy-debug-{SHA}"
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, dict]:
+    """The two commands of a prebuilt stack as the program renders them."""
+    evaluation = evaluate("dev", "envoySource=prebuilt")
+    return {name: resource(evaluation, f"envoy-{name}")["inputs"] for name in ("fetch", "source")}
+
+
+def run(inputs: dict, **values: str) -> subprocess.CompletedProcess:
+    """The command's script on stdin to bash, with its own environment; `values` replace some of them (this
+    machine's paths, the test server), and name no variable the program does not pass."""
+    assert set(values) <= set(inputs["environment"]), set(values) - set(inputs["environment"])
+    env = {**os.environ, **inputs["environment"], **values}
+    return subprocess.run(["bash", "-s"], input=inputs["stdin"], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture(scope="module")
+def envoy(tmp_path_factory):
+    for tool in ("curl", "tar", "readelf"):
+        require_tool(tool)
+    return build(tmp_path_factory.mktemp("envoy"))
+
+
+@pytest.fixture
+def bucket(tmp_path, envoy) -> Path:
+    folder = tmp_path / "bucket"
+    publish(folder, SHA, envoy.elf, envoy.dwp)
+    return folder
+
+
+def fetch(rendered, cache: Path, base_url: str, sha: str = SHA) -> subprocess.CompletedProcess:
+    return run(rendered["fetch"], BASE_URL=base_url, SHA=sha, DEST_DIR=str(cache))
+
+
+def kept(cache: Path, sha: str = SHA) -> list[str]:
+    """Every file the download left in the cache for this commit, but its lock."""
+    folder = cache / sha
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name != ".lock") if folder.exists() else []
+
+
+# --- the download -----------------------------------------------------------------------------------------------
+
+
+def test_the_stack_fetches_with_its_own_script_from_istios_bucket_by_the_checked_out_commit(rendered):
+    fetch_inputs = rendered["fetch"]
+    assert fetch_inputs["stdin"] == (ROOT / "components/scripts/fetch-prebuilt-envoy.sh").read_text()
+    env = fetch_inputs["environment"]
+    assert env["BASE_URL"] == "https://storage.googleapis.com/istio-build/proxy"
+    assert env["DEST_DIR"] == "/home/.cache/istio-proxy-debug/prebuilt"
+    assert set(env) == {"BASE_URL", "SHA", "DEST_DIR"}
+
+
+def test_first_run_downloads_both_files_side_by_side_and_reads_what_the_debugger_needs(rendered, bucket, envoy,
+                                                                                      tmp_path):
+    cache = tmp_path / "cache"
+    with Origin(bucket) as origin:
+        done = fetch(rendered, cache, origin.url)
+        assert done.returncode == 0, done.stderr
+        assert [(r.method, r.path) for r in origin.requests] == [
+            ("GET", f"/{NAME}.sha256"), ("GET", f"/{NAME}.tar.gz"), ("HEAD", f"/{NAME}.dwp"), ("GET", f"/{NAME}.dwp")]
+    folder = cache / SHA
+    assert kept(cache) == ["envoy", "envoy.dwp"], "nothing else: no archive, no partial file"
+    assert (folder / "envoy").read_bytes() == envoy.elf.read_bytes()
+    assert (folder / "envoy").stat().st_mode & 0o777 == 0o755
+    assert (folder / "envoy.dwp").read_bytes() == envoy.dwp.read_bytes()
+    result = parse_fetch_result(done.stdout)
+    assert result.elf == str(folder / "envoy") and result.dwp == str(folder / "envoy.dwp")
+    notes = subprocess.run(["readelf", "-n", str(envoy.elf)], capture_output=True, text=True, check=True).stdout
+    assert f"Build ID: {result.build_id}" in notes
+    # The prefixes the debug info records: bazel's /proc/self/cwd, and the sandbox root one unit was built in.
+    assert sorted(result.prefixes) == sorted({"/proc/self/cwd", envoy.sandbox_root})
+
+
+def test_a_second_run_sends_no_request_at_all(rendered, bucket, tmp_path):
+    cache = tmp_path / "cache"
+    with Origin(bucket) as origin:
+        first = fetch(rendered, cache, origin.url)
+        assert first.returncode == 0, first.stderr
+        origin.requests.clear()
+        again = fetch(rendered, cache, origin.url)
+        assert again.returncode == 0, again.stderr
+        assert origin.requests == []
+    assert again.stdout == first.stdout
+
+
+def test_another_commit_downloads_once_beside_the_first(rendered, bucket, envoy, tmp_path):
+    publish(bucket, OTHER_SHA, envoy.elf, envoy.dwp)
+    cache = tmp_path / "cache"
+    with Origin(bucket) as origin:
+        assert fetch(rendered, cache, origin.url).returncode == 0
+        origin.requests.clear()
+        assert fetch(rendered, cache, origin.url, sha=OTHER_SHA).returncode == 0
+        assert {r.path for r in origin.requests} == {f"/envoy-debug-{OTHER_SHA}.{ext}" for ext in ("sha256", "tar.gz",
+                                                                                                     "dwp")}
+    assert kept(cache) == kept(cache, OTHER_SHA) == ["envoy", "envoy.dwp"]
+
+
+def test_a_commit_the_bucket_does_not_have_fails_with_the_url_and_the_fix(rendered, bucket, tmp_path):
+    cache = tmp_path / "cache"
+    with Origin(bucket) as origin:
+        done = fetch(rendered, cache, origin.url, sha=OTHER_SHA)
+    assert done.returncode != 0
+    assert f"{origin.url}/envoy-debug-{OTHER_SHA}.sha256" in done.stderr
+    assert "HTTP 404" in done.stderr
+    assert "set envoySource to build" in done.stderr
+    assert kept(cache, OTHER_SHA) == []
+
+
+def test_a_wrong_checksum_fails_naming_the_file_and_keeps_nothing(rendered, bucket, tmp_path):
+    (bucket / f"{NAME}.sha256").write_text(f"{'0' * 64}  /home/prow/{NAME}.tar.gz\n")
+    cache = tmp_path / "cache"
+    with Origin(bucket) as origin:
+        done = fetch(rendered, cache, origin.url)
+    assert done.returncode != 0
+    assert f"{NAME}.tar.gz: its sha256 is" in done.stderr and "corrupt" in done.stderr
+    assert kept(cache) == [], "no ELF, no partial folder: the next run starts clean"
+
+
+def test_a_tar_gz_cut_off_in_transfer_keeps_nothing_and_the_next_run_succeeds(rendered, bucket, tmp_path):
+    cache = tmp_path / "cache"
+    size = (bucket / f"{NAME}.tar.gz").stat().st_size
+    with Origin(bucket, cut={f"{NAME}.tar.gz": size // 2}) as origin:
+        done = fetch(rendered, cache, origin.url)
+        assert done.returncode != 0
+        assert f"{NAME}.tar.gz: the transfer failed (curl exit 18); nothing was kept" in done.stderr
+        assert kept(cache) == []
+        again = fetch(rendered, cache, origin.url)
+    assert again.returncode == 0, again.stderr
+    assert kept(cache) == ["envoy", "envoy.dwp"]
+
+
+def test_a_dwp_cut_off_in_transfer_is_resumed_by_the_next_run(rendered, bucket, envoy, tmp_path):
+    cache = tmp_path / "cache"
+    size = envoy.dwp.stat().st_size
+    with Origin(bucket, cut={f"{NAME}.dwp": size // 3}) as origin:
+        done = fetch(rendered, cache, origin.url)
+        assert done.returncode != 0
+        assert f"{NAME}.dwp: the transfer broke off after {size // 3} of {size} bytes" in done.stderr
+        assert "envoy.dwp" not in kept(cache), "a partial .dwp never gets the name lldb reads"
+        origin.requests.clear()
+        again = fetch(rendered, cache, origin.url)
+        assert again.returncode == 0, again.stderr
+        assert [(r.method, r.range) for r in origin.requests] == [("HEAD", None), ("GET", f"bytes={size // 3}-")]
+    assert (cache / SHA / "envoy.dwp").read_bytes() == envoy.dwp.read_bytes()
+    assert kept(cache) == ["envoy", "envoy.dwp"]
+
+
+def test_a_dwp_that_changed_on_the_server_is_fetched_whole_not_spliced(rendered, bucket, envoy, tmp_path):
+    cache = tmp_path / "cache"
+    size = envoy.dwp.stat().st_size
+    with Origin(bucket, cut={f"{NAME}.dwp": size // 3}) as origin:
+        assert fetch(rendered, cache, origin.url).returncode != 0
+        # The object is republished (another ETag): the kept part is of the old one.
+        (bucket / f"{NAME}.dwp").write_bytes(envoy.dwp.read_bytes()[::-1])
+        origin.requests.clear()
+        done = fetch(rendered, cache, origin.url)
+        assert [r.range for r in origin.requests if r.method == "GET"] == [None]
+    # Fetched whole from the start (not the old part + the new), it matches what the server states; being no DWARF
+    # package, it is named and not kept.
+    assert done.returncode != 0 and f"{NAME}.dwp holds no .debug_info.dwo section" in done.stderr
+    assert kept(cache) == ["envoy"]
+
+
+def test_a_dwp_whose_md5_is_not_the_servers_fails_naming_it_and_keeps_nothing(rendered, bucket, tmp_path):
+    cache = tmp_path / "cache"
+    with Origin(bucket, stated_md5={f"{NAME}.dwp": hashlib.md5(b"something else").digest()}) as origin:
+        done = fetch(rendered, cache, origin.url)
+    assert done.returncode != 0
+    assert f"{NAME}.dwp: its MD5 is" in done.stderr
+    assert kept(cache) == ["envoy"], "the verified ELF stays; the .dwp, its partial and its notes do not"
+
+
+def test_without_an_md5_from_the_server_the_dwp_is_checked_by_its_size(rendered, bucket, envoy, tmp_path):
+    cache = tmp_path / "cache"
+    with Origin(bucket, md5=False) as origin:
+        done = fetch(rendered, cache, origin.url)
+    assert done.returncode == 0, done.stderr
+    assert (cache / SHA / "envoy.dwp").read_bytes() == envoy.dwp.read_bytes()
+
+
+def test_a_file_url_is_read_like_the_bucket(rendered, bucket, envoy, tmp_path):
+    cache = tmp_path / "cache"
+    done = fetch(rendered, cache, f"file://{bucket}")
+    assert done.returncode == 0, done.stderr
+    assert (cache / SHA / "envoy.dwp").read_bytes() == envoy.dwp.read_bytes()
+    missing = fetch(rendered, cache, f"file://{bucket}", sha=OTHER_SHA)
+    assert missing.returncode != 0 and "no such file" in missing.stderr and "envoySource to build" in missing.stderr
+
+
+def test_the_cache_survives_and_nothing_is_requested_even_with_the_server_gone(rendered, bucket, tmp_path):
+    cache = tmp_path / "cache"
+    with Origin(bucket) as origin:
+        assert fetch(rendered, cache, origin.url).returncode == 0
+    again = fetch(rendered, cache, "http://127.0.0.1:9")  # the discard port: nothing answers there
+    assert again.returncode == 0, again.stderr
+
+
+# --- the Envoy checkout -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sources(tmp_path) -> dict:
+    require_tool("git")
+    origin, pinned = envoy_origin(tmp_path / "envoy-origin")
+    return {"origin": origin, "pinned": pinned, "proxy": proxy_checkout(tmp_path / "work", pinned),
+            "envoy": tmp_path / "cache" / "envoy"}
+
+
+def checkout(rendered, sources, tag: str = "1.30.3", repository: str | None = None) -> subprocess.CompletedProcess:
+    values = {"SOURCE_DIR": str(sources["proxy"]), "ENVOY_DIR": str(sources["envoy"]), "SOURCE_TAG": tag}
+    inputs = rendered["source"]
+    # The stack passes ENVOY_REPOSITORY only when envoyRepository is set; here it is the test's origin.
+    inputs = {**inputs, "environment": {**inputs["environment"], "ENVOY_REPOSITORY": ""}}
+    return run(inputs, **values, ENVOY_REPOSITORY=repository or f"file://{sources['origin']}")
+
+
+def test_the_checkout_step_reads_the_pins_from_istio_proxys_workspace(rendered):
+    env = rendered["source"]["environment"]
+    assert env == {"SOURCE_DIR": "/work", "ENVOY_DIR": "/home/.cache/istio-proxy-debug/envoy", "SOURCE_TAG": "1.17.2"}
+
+
+def test_envoy_is_checked_out_at_the_pinned_commit_on_a_branch_named_after_the_release(rendered, sources):
+    done = checkout(rendered, sources)
+    assert done.returncode == 0, done.stderr
+    result = parse_checkout_result(done.stdout)
+    assert result.commit == sources["pinned"]
+    assert result.external == f"external/{ENVOY_REPOSITORY_NAME}"
+    envoy = sources["envoy"]
+    assert git(envoy, "rev-parse", "HEAD") == sources["pinned"]
+    assert git(envoy, "symbolic-ref", "--short", "HEAD") == "istio-1.30.3"
+    assert (envoy / "source" / "common" / "worker.cc").exists()
+    assert not (envoy / "NEWER").exists()
+    assert git(envoy, "rev-list", "--count", "HEAD") == "1", "only the pinned commit is fetched"
+
+
+def test_without_envoy_repository_the_workspaces_github_repository_is_named(rendered, sources):
+    workspace = sources["proxy"] / "WORKSPACE"
+    workspace.write_text(workspace.read_text().replace(sources["pinned"], "f" * 40))
+    done = run(rendered["source"], SOURCE_DIR=str(sources["proxy"]), ENVOY_DIR=str(sources["envoy"]),
+               SOURCE_TAG="1.30.3")
+    assert done.returncode != 0
+    # No network here: the fetch from GitHub fails, and says from where and what to set.
+    assert f"cannot fetch Envoy commit {'f' * 40} from https://github.com/envoyproxy/envoy.git" in done.stderr
+    assert "envoyRepository" in done.stderr
+
+
+def test_a_second_checkout_fetches_nothing_and_keeps_local_work(rendered, sources, tmp_path):
+    assert checkout(rendered, sources).returncode == 0
+    (sources["envoy"] / "source" / "common" / "worker.cc").write_text("// my change\n")
+    again = checkout(rendered, sources, repository=f"file://{tmp_path}/gone")
+    assert again.returncode == 0, again.stderr
+    assert (sources["envoy"] / "source" / "common" / "worker.cc").read_text() == "// my change\n"
+
+
+def test_a_release_pinning_another_commit_gets_its_own_branch_and_the_old_one_stays(rendered, sources):
+    assert checkout(rendered, sources, tag="1.30.2").returncode == 0
+    origin = sources["origin"]
+    (origin / "source" / "common" / "worker.cc").write_text("// newer envoy\n")
+    git(origin, "commit", "-qam", "newer")
+    newer = git(origin, "rev-parse", "HEAD")
+    workspace = sources["proxy"] / "WORKSPACE"
+    workspace.write_text(workspace.read_text().replace(sources["pinned"], newer))
+    done = checkout(rendered, sources, tag="1.30.3")
+    assert done.returncode == 0, done.stderr
+    assert git(sources["envoy"], "rev-parse", "HEAD") == newer
+    assert git(sources["envoy"], "rev-parse", "istio-1.30.2") == sources["pinned"]
+
+
+def test_a_switch_that_would_lose_changes_is_refused(rendered, sources):
+    assert checkout(rendered, sources, tag="1.30.2").returncode == 0
+    (sources["envoy"] / "source" / "common" / "worker.cc").write_text("// my change\n")
+    origin = sources["origin"]
+    (origin / "source" / "common" / "worker.cc").write_text("// newer envoy\n")
+    git(origin, "commit", "-qam", "newer")
+    workspace = sources["proxy"] / "WORKSPACE"
+    workspace.write_text(workspace.read_text().replace(sources["pinned"], git(origin, "rev-parse", "HEAD")))
+    done = checkout(rendered, sources, tag="1.30.3")
+    assert done.returncode != 0
+    assert "without losing local changes" in done.stderr
+    assert (sources["envoy"] / "source" / "common" / "worker.cc").read_text() == "// my change\n"
+
+
+def test_a_folder_that_is_not_a_checkout_is_refused(rendered, sources):
+    sources["envoy"].mkdir(parents=True)
+    (sources["envoy"] / "notes.txt").write_text("mine\n")
+    done = checkout(rendered, sources)
+    assert done.returncode != 0 and "is not a git checkout" in done.stderr
+    assert (sources["envoy"] / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_workspace_without_the_pins_is_named(rendered, sources):
+    (sources["proxy"] / "WORKSPACE").write_text('workspace(name = "io_istio_proxy")\n')
+    done = checkout(rendered, sources)
+    assert done.returncode != 0 and "pins no ENVOY_SHA" in done.stderr
