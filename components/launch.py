@@ -38,9 +38,11 @@ def built_source_map(execroot: str, sandbox_roots: list[str]) -> SourceMap:
 def prebuilt_source_map(prefixes: list[str], source_dir: str, envoy_external: str, envoy_dir: str) -> SourceMap:
     """envoySource prebuilt: for every prefix the downloaded ELF records (its units' compilation directories,
     bazel sandbox roots of Istio's CI), Envoy's files (`<prefix>/<envoy_external>`, bazel's external/envoy) in
-    the Envoy checkout, and the rest in the istio/proxy checkout."""
+    the Envoy checkout, and the rest in the istio/proxy checkout. In the prefixes' order: lldb shows a stop's
+    source through whichever pair finds the file, but a breakpoint set by path (as VS Code sets them) reaches a
+    unit only through the first pair mapped to its folder, so the prefix most units record comes first."""
     pairs: SourceMap = []
-    for prefix in sorted(set(prefixes)):
+    for prefix in dict.fromkeys(prefixes):
         pairs += [(posixpath.join(prefix, envoy_external), envoy_dir), (prefix, source_dir)]
     return pairs
 

@@ -45,14 +45,15 @@ class PrebuiltArtifact:
     elf: str
     dwp: str
     build_id: str
-    # Every source prefix the debug info records: compilation directories and bazel sandbox roots.
+    # Every source prefix the debug info records, each once: the compilation directories, the one most units
+    # record first, then bazel sandbox roots.
     prefixes: tuple[str, ...]
 
 
 def parse_fetch_result(stdout: str) -> PrebuiltArtifact:
     values = key_values(stdout, {"elf", "dwp", "buildId", "compDirs", "sandboxRoots"})
-    return PrebuiltArtifact(elf=values["elf"], dwp=values["dwp"], build_id=values["buildId"],
-                            prefixes=tuple(sorted(set(values["compDirs"].split() + values["sandboxRoots"].split()))))
+    prefixes = dict.fromkeys([*values["compDirs"].split(), *sorted(values["sandboxRoots"].split())])
+    return PrebuiltArtifact(elf=values["elf"], dwp=values["dwp"], build_id=values["buildId"], prefixes=tuple(prefixes))
 
 
 @dataclass(frozen=True)

@@ -114,9 +114,9 @@ def test_the_source_map_comes_from_what_the_download_records_and_lands_in_the_ch
     codelldb = next(c for c in config if c["type"] == "lldb")
     dap = next(c for c in config if c["type"] == "lldb-dap")
     expected = []
-    for prefix in sorted(["/proc/self/cwd", PREBUILT_SANDBOX_ROOT]):
-        # Envoy's files (external/envoy, as the checkout's WORKSPACE names it) before the prefix itself: lldb
-        # takes the first pair that matches.
+    # The compilation directory first, then the sandbox root; for each, Envoy's files (external/envoy, as the
+    # checkout's WORKSPACE names it) before the prefix itself: lldb takes the first pair that matches.
+    for prefix in ["/proc/self/cwd", PREBUILT_SANDBOX_ROOT]:
         expected += [[f"{prefix}/external/envoy", ENVOY_CHECKOUT], [prefix, "/work"]]
     assert dap["sourceMap"] == expected
     assert list(codelldb["sourceMap"].items()) == [tuple(pair) for pair in expected], "CodeLLDB keeps the order"

@@ -11,8 +11,8 @@
 # - Cached by SHA: when both files are there, nothing is requested at all.
 #
 # Then reads what the debugger needs from the files themselves and prints it on stdout, one key=value per line:
-# elf, dwp, buildId, compDirs (the compilation directories of the ELF's units) and sandboxRoots (bazel sandbox
-# execution roots recorded in the debug info). Progress and errors go to stderr.
+# elf, dwp, buildId, compDirs (the compilation directories of the ELF's units, the most used first) and
+# sandboxRoots (bazel sandbox execution roots recorded in the debug info). Progress and errors go to stderr.
 set -euo pipefail
 
 : "${BASE_URL:?}" "${SHA:?}" "${DEST_DIR:?}"
@@ -207,10 +207,11 @@ flock 9
 
 build_id=$(build_id_of "$elf")
 # The skeleton units' compilation directories (bazel's /proc/self/cwd, or a CI's own execution root): the
-# prefixes the source map must cover. readelf is kept from chasing the .dwo files they name.
+# prefixes the source map must cover, the one most units record first (a breakpoint set by path reaches a unit
+# only through the first prefix mapped to its folder). readelf is kept from chasing the .dwo files they name.
 comp_dirs=$(LC_ALL=C readelf --debug-dump=info,no-follow-links --dwarf-depth=1 "$elf" 2>/dev/null |
   sed -n -E 's/^.*DW_AT_comp_dir[[:space:]]*:[[:space:]]*(\([^)]*\):[[:space:]]*)?(.*[^[:space:]])[[:space:]]*$/\2/p' |
-  sort -u | tr '\n' ' ')
+  sort | uniq -c | sort -k1,1nr -k2 | sed -E 's/^[[:space:]]*[0-9]+ //' | tr '\n' ' ')
 [ -n "$comp_dirs" ] || die "$elf has no compilation units with a DW_AT_comp_dir: it is not a debug build"
 sandbox_roots=$(cat "$elf" "$dwp" |
   LC_ALL=C grep -a -o -E '/[^[:space:][:cntrl:]"]*/sandbox/[a-z-]+/[0-9]+/execroot/[A-Za-z0-9_.-]+' |
