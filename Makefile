@@ -19,7 +19,7 @@ TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd
 	ctr:containerd docker-registry:docker-registry skopeo:skopeo flock:util-linux \
 	clang++:clang ld.lld:lld llvm-dwp:llvm curl:curl pigz:pigz
 
-.PHONY: help up preview preview-policy destroy test lint bench deps system-deps pulumi-cli stack-select stack
+.PHONY: help up preview preview-policy destroy test lint bench deps system-deps lldb-clients pulumi-cli stack-select stack
 
 help:
 	@echo "make up       venv, dependencies, file backend, the '$(STACK)' stack, then pulumi up"
@@ -48,13 +48,26 @@ system-deps:
 	@if [ -d /run/systemd/system ] && systemctl is-active -q docker-registry 2>/dev/null; then \
 		$(SUDO) systemctl disable --now docker-registry; fi
 
-test: system-deps deps
+# The LLVM releases VS Code's CodeLLDB bundles (1.11: 19, 1.12: 21) besides Debian's lldb 14: the tests and
+# bench/attach_latency.py also drive Debian's lldb 19 and 22, unpacked with their libraries into .cache (installed,
+# python3-lldb-<major> would replace lldb 14's).
+LLDB_CLIENTS := 19 22
+lldb-clients: $(foreach major,$(LLDB_CLIENTS),.cache/lldb-$(major)/.unpacked)
+
+.cache/lldb-%/.unpacked: | system-deps
+	rm -rf .cache/lldb-$* && mkdir -p .cache/lldb-$*/debs
+	cd .cache/lldb-$*/debs && apt-get download -qq lldb-$* liblldb-$* python3-lldb-$* libllvm$* libclang-cpp$*
+	for deb in .cache/lldb-$*/debs/*.deb; do dpkg-deb -x "$$deb" .cache/lldb-$*/root; done
+	rm -rf .cache/lldb-$*/debs
+	touch $@
+
+test: system-deps deps lldb-clients
 	$(VENV)/bin/python -m pytest -q
 
 lint: deps
 	$(VENV)/bin/ruff check .
 
-bench: system-deps deps
+bench: system-deps deps lldb-clients
 	$(VENV)/bin/python bench/evaluate.py
 	$(VENV)/bin/python bench/image_delta.py
 	$(VENV)/bin/python bench/debugger_layer.py

@@ -9,10 +9,13 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from components.debug_ports import USER_PORT_RANGE, DebuggerPorts
-from tests.conftest import require_tool
+from tests.conftest import ROOT, require_tool
 
 # A debuggee whose stack is known: main → demo::handle_request → demo::wait_for_debugger → pause().
 DEBUGGEE_SOURCE = """\
@@ -106,13 +109,36 @@ def lldb_environment() -> dict[str, str]:
     return env
 
 
-def run_lldb(commands: list[str], timeout: float = 120, cwd: Path | None = None, home: Path | None = None) -> str:
-    """Runs the lldb client in batch mode with these commands (in `cwd`, with `home` as its HOME); returns
-    what it printed."""
-    lldb = require_tool("lldb")
+@dataclass(frozen=True)
+class LldbClient:
+    name: str
+    lldb: str
+    env: dict[str, str]
+
+
+def debian_lldb(major: int) -> LldbClient:
+    """Debian's lldb-<major> with its libraries, unpacked into .cache by `make lldb-clients` (beside lldb 14,
+    which its packages would replace): the LLVM releases CodeLLDB bundles."""
+    root = ROOT / ".cache" / f"lldb-{major}" / "root"
+    llvm = root / "usr" / "lib" / f"llvm-{major}"
+    if not (root.parent / ".unpacked").exists():
+        pytest.skip(f"Debian's lldb-{major} is not unpacked: make lldb-clients")
+    python = next(llvm.glob("lib/python3*/*-packages"))
+    libraries = f"{llvm / 'lib'}:{root / 'usr' / 'lib' / 'x86_64-linux-gnu'}"
+    env = {**os.environ, "LD_LIBRARY_PATH": libraries, "PYTHONPATH": str(python)}
+    version = subprocess.run([str(llvm / "bin" / "lldb"), "--version"], capture_output=True, text=True, env=env,
+                             check=True).stdout
+    return LldbClient(f"Debian lldb {version.split()[2]}", str(llvm / "bin" / "lldb"), env)
+
+
+def run_lldb(commands: list[str], timeout: float = 120, cwd: Path | None = None, home: Path | None = None,
+             client: LldbClient | None = None) -> str:
+    """Runs an lldb client (by default Debian's lldb, 14) in batch mode with these commands (in `cwd`, with
+    `home` as its HOME); returns what it printed."""
+    lldb, environment = (client.lldb, client.env) if client else (require_tool("lldb"), lldb_environment())
     args = [lldb, "--batch", "--no-lldbinit"]
     for command in commands:
         args += ["-o", command]
-    env = lldb_environment() if home is None else {**lldb_environment(), "HOME": str(home)}
+    env = environment if home is None else {**environment, "HOME": str(home)}
     done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
     return done.stdout + done.stderr

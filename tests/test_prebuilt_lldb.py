@@ -4,7 +4,9 @@ program renders them, check out istio/proxy's Envoy and download the ELF and its
 stripped copy; that copy runs, served by Debian's `lldb-server platform`; and the real lldb client, with the
 session the stack gives the developer (its settings, the source map it derives from the download, the attach),
 stops at a file:line breakpoint in Envoy's own file, shows that line from the Envoy checkout and reads the
-variables that only the .dwp holds.
+variables that only the .dwp holds. Three clients: Debian's lldb 14 (the debugger container's) with lldbCommands,
+and Debian's lldb 19 and 22 (the LLVM releases around those CodeLLDB bundles: 19 in 1.11, 21 in 1.12) with the
+CodeLLDB configuration of launchJson, its sourceMap applied the way CodeLLDB applies it.
 
 Paths: the stack's folders (/work, /home/.cache/istio-proxy-debug/…) are this test's temporary ones; the source
 map is built by the stack's own function from what its scripts printed.
@@ -19,12 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from components.launch import LLDB_CACHE_DIR, lldb_commands, prebuilt_source_map
+from components.launch import LLDB_CACHE_DIR, launch_json, lldb_commands, prebuilt_source_map
 from components.prebuilt_envoy import parse_checkout_result, parse_fetch_result
 from tests.conftest import evaluate, require_tool, resource
 from tests.http_origin import Origin, publish
 from tests.istio_envoy import MAIN_CC, PROXY_CONFIG_CC, WORKER_CC, build, envoy_origin, line_of, proxy_checkout
-from tests.lldb_session import platform_server, run_lldb, running
+from tests.lldb_session import debian_lldb, platform_server, run_lldb, running
 
 SHA = "4f1e006e2db1c4263924993bc1dae3ed9e3b886a"
 ENVOY_LINE = line_of(WORKER_CC, "envoy: stop here")
@@ -71,15 +73,40 @@ def session(tmp_path_factory) -> dict:
     }
 
 
-def attach_and_stop(session: dict, breakpoints: list[str], after: list[str]) -> str:
-    """The stack's session (lldbCommands) against the image's Envoy running on loopback, then breakpoints set
-    by path as VS Code sets them, a continue to the first, and `after`."""
+def codelldb_commands(configuration: dict) -> list[str]:
+    """What CodeLLDB does with an attach configuration, as lldb commands: initCommands, then the sourceMap as one
+    target.source-map setting in the configuration's order (codelldb launch.rs, init_source_map), then a target
+    of `program` and the attach."""
+    mapping = " ".join(f'"{source}" "{target}"' for source, target in configuration["sourceMap"].items())
+    return [*configuration["initCommands"], f"settings set target.source-map {mapping}",
+            f"target create {configuration['program']}", f"process attach --pid {configuration['pid']}"]
+
+
+CLIENTS = {"lldb 14, lldbCommands": None, "lldb 19, launchJson": 19, "lldb 22, launchJson": 22}
+
+
+@pytest.fixture(params=sorted(CLIENTS))
+def client(request):
+    """A client and the stack's session for it: lldbCommands, or the CodeLLDB configuration of launchJson."""
+    major = CLIENTS[request.param]
+    return None if major is None else debian_lldb(major)
+
+
+def attach_and_stop(session: dict, breakpoints: list[str], after: list[str], client=None) -> str:
+    """The stack's session against the image's Envoy running on loopback, then breakpoints set by path as VS Code
+    sets them, a continue to the first, and `after`."""
     with running([str(session["image_envoy"])]) as debuggee, platform_server() as ports:
-        commands = lldb_commands(mode="attach", elf=str(session["elf"]), pid=debuggee.pid,
-                                 source_map=session["source_map"], connect_url=f"connect://127.0.0.1:{ports.platform}")
+        stack = {"mode": "attach", "elf": str(session["elf"]), "pid": debuggee.pid, "source_map": session["source_map"],
+                 "connect_url": f"connect://127.0.0.1:{ports.platform}"}
+        if client is None:
+            commands = lldb_commands(**stack)
+        else:
+            configurations = launch_json(**stack, pod="fortio-server-0")["configurations"]
+            commands = codelldb_commands(next(c for c in configurations if c["type"] == "lldb"))
         # lldb's caches in this test's folder, not in the machine's /home/.cache.
         commands = [c.replace(LLDB_CACHE_DIR, str(session["lldb_cache"])) for c in commands]
-        return run_lldb([*commands, *breakpoints, "continue", *after, "process detach"], home=session["elf"].parent)
+        return run_lldb([*commands, *breakpoints, "continue", *after, "process detach"], home=session["elf"].parent,
+                        client=client)
 
 
 def test_the_image_ships_envoy_without_its_debug_info_and_the_developer_keeps_both_files(session):
@@ -89,10 +116,10 @@ def test_the_image_ships_envoy_without_its_debug_info_and_the_developer_keeps_bo
     assert session["dwp"] == session["elf"].with_name("envoy.dwp"), "beside the ELF, where lldb looks"
 
 
-def test_lldb_stops_in_envoys_own_file_shows_the_checkouts_line_and_reads_the_dwps_variables(session):
+def test_lldb_stops_in_envoys_own_file_shows_the_checkouts_line_and_reads_the_dwps_variables(session, client):
     worker = session["envoy_dir"] / "source" / "common" / "worker.cc"
     transcript = attach_and_stop(session, [f"breakpoint set --file {worker} --line {ENVOY_LINE}"],
-                                 ["frame variable"])
+                                 ["frame variable"], client)
     # The location comes from the .dwp's function; its line from the ELF's line table.
     assert re.search(rf"Breakpoint 1: where = envoy`Envoy::handle\(Envoy::Request const&\) \+ \d+ at "
                      rf"worker\.cc:{ENVOY_LINE}", transcript), transcript
@@ -103,10 +130,10 @@ def test_lldb_stops_in_envoys_own_file_shows_the_checkouts_line_and_reads_the_dw
     assert "id = 21" in transcript and '"/healthz"' in transcript, transcript
 
 
-def test_istio_proxys_units_land_in_its_checkout_whatever_prefix_they_record(session):
+def test_istio_proxys_units_land_in_its_checkout_whatever_prefix_they_record(session, client):
     config = session["source_dir"] / "source" / "istio" / "config.cc"
     transcript = attach_and_stop(session, [f"breakpoint set --file {config} --line {ISTIO_CONFIG_LINE}"],
-                                 ["up", "frame variable request"])
+                                 ["up", "frame variable request"], client)
     # Two config.cc, one in each tree: the path names istio/proxy's, and only it.
     assert re.search(rf"Breakpoint 1: where = envoy`Istio::istioConfig\(int\) \+ \d+ at config\.cc:"
                      rf"{ISTIO_CONFIG_LINE}", transcript), transcript
@@ -119,14 +146,14 @@ def test_istio_proxys_units_land_in_its_checkout_whatever_prefix_they_record(ses
     assert "id = 21" in transcript, transcript
 
 
-def test_without_the_dwp_beside_the_elf_there_are_no_variables(session):
+def test_without_the_dwp_beside_the_elf_there_are_no_variables(session, client):
     """The control: the same session with the package moved away."""
     hidden = session["dwp"].with_name("elsewhere.dwp")
     session["dwp"].rename(hidden)
     try:
         worker = session["envoy_dir"] / "source" / "common" / "worker.cc"
         transcript = attach_and_stop(session, [f"breakpoint set --file {worker} --line {ENVOY_LINE}"],
-                                     ["frame variable request"])
+                                     ["frame variable request"], client)
     finally:
         hidden.rename(session["dwp"])
     assert "stop reason = breakpoint 1.1" in transcript, "the line table is the ELF's own"
