@@ -17,16 +17,16 @@ Goal: warm at least 5x faster than cold, from `platform connect` to the end of `
 takes that time (a `script` line before the connect and after the backtrace); the whole client process,
 its start-up and teardown included, is printed beside it.
 
-The clients: Debian's `lldb` (14: the debugger container's terminal lldb) and, with --debian-lldb 19, that
-Debian release of lldb beside it: its library installed (liblldb-19, which lldb 14 does not mind), its
-client and Python module unpacked beside the ELF (python3-lldb-19 conflicts with lldb 14's) — the LLVM
-release CodeLLDB 1.11.0–1.11.4 bundle, which is what runs on F5 with them (later ones bundle LLVM 20).
+The clients: Debian's `lldb` (14: the debugger container's terminal lldb) and, with --debian-lldb 19 (or 22),
+that Debian release of lldb beside it, unpacked with its libraries by `make lldb-clients` (python3-lldb-19
+conflicts with lldb 14's) — the LLVM release CodeLLDB 1.11.0–1.11.4 bundle, which is what runs on F5 with them
+(1.11.5 and later bundle LLVM 20, 1.12 LLVM 21).
 
     .venv/bin/python bench/attach_latency.py [--units 1000] [--keep DIR] [--debian-lldb 19 ...]
 
 1000 units are a 520 MB ELF (460 MB of debug info) and take about 8 minutes to build on 2 cores; 2400 are
 about the walkthrough's 1.2 GB. --keep DIR keeps both ELFs (under a name that changes with everything
-they are built from) and the unpacked clients there for reruns.
+they are built from) there for reruns.
 """
 
 from __future__ import annotations
@@ -49,17 +49,11 @@ sys.path.insert(0, str(ROOT))
 from synthetic import build_debug_elf, fingerprint, relink, walkthrough_linkopts  # noqa: E402
 
 from components.launch import lldb_settings, platform_commands  # noqa: E402
-from tests.lldb_session import lldb_environment, platform_server, running  # noqa: E402
+from tests.lldb_session import LldbClient, debian_lldb, lldb_environment, platform_server, running  # noqa: E402
 
 GOAL = 5.0
 REPEAT = 5
 ELAPSED = "connect-to-backtrace:"
-
-
-class Client(NamedTuple):
-    name: str
-    lldb: str
-    env: dict[str, str]
 
 
 class Timing(NamedTuple):
@@ -67,35 +61,15 @@ class Timing(NamedTuple):
     process: float
 
 
-def debian_client() -> Client:
+def debian_client() -> LldbClient:
     lldb = shutil.which("lldb")
     if lldb is None:
         sys.exit("lldb is missing: apt-get install lldb (make test installs it)")
     version = subprocess.run([lldb, "--version"], capture_output=True, text=True, env=lldb_environment()).stdout
-    return Client(f"Debian lldb {version.split()[2]}", lldb, lldb_environment())
+    return LldbClient(f"Debian lldb {version.split()[2]}", lldb, lldb_environment())
 
 
-def unpacked_debian_lldb(major: int, folder: Path) -> Client:
-    """Debian's lldb-<major>: its library installed, the client and its Python module unpacked into
-    `folder` (installed, python3-lldb-<major> would replace lldb 14's)."""
-    root = folder / f"lldb-{major}"
-    lldb = root / "usr" / "lib" / f"llvm-{major}" / "bin" / "lldb"
-    if not lldb.exists():
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", f"liblldb-{major}"],
-                       check=True, capture_output=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        debs = folder / f"lldb-{major}-debs"
-        debs.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["apt-get", "download", f"lldb-{major}", f"python3-lldb-{major}"],
-                       cwd=debs, check=True, capture_output=True)
-        for deb in debs.glob("*.deb"):
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-    python = next((root / "usr" / "lib" / f"llvm-{major}" / "lib").glob("python3*/site-packages"))
-    env = {**os.environ, "PYTHONPATH": str(python)}
-    version = subprocess.run([str(lldb), "--version"], capture_output=True, text=True, env=env).stdout
-    return Client(f"Debian lldb {version.split()[2]}", str(lldb), env)
-
-
-def session(client: Client, elf: Path, pid: int, port: int, home: Path, cache: Path | None) -> Timing:
+def session(client: LldbClient, elf: Path, pid: int, port: int, home: Path, cache: Path | None) -> Timing:
     """One client session; `cache` None means lldb's own defaults instead of the stack's settings."""
     settings = lldb_settings(str(cache)) if cache else []
     commands = [*settings, "script import time; connect_started = time.perf_counter()",
@@ -126,7 +100,7 @@ class Debuggee(NamedTuple):
     pid: int  # its stripped copy, running
 
 
-def measure(client: Client, walkthrough: Debuggee, stack: Debuggee, port: int, work: Path) -> None:
+def measure(client: LldbClient, walkthrough: Debuggee, stack: Debuggee, port: int, work: Path) -> None:
     """Prints the four timings for one client; `work` is a folder of its own."""
     work.mkdir()
     fresh = iter(range(1000))
@@ -190,14 +164,15 @@ def built_elfs(units: int, keep: Path, work: Path) -> tuple[Path, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=1000, help="translation units of the synthetic ELF")
-    parser.add_argument("--keep", type=Path, help="a folder that keeps the ELFs and unpacked clients for reruns")
+    parser.add_argument("--keep", type=Path, help="a folder that keeps the ELFs for reruns")
     parser.add_argument("--debian-lldb", type=int, action="append", default=[], metavar="MAJOR",
-                        help="also measure Debian's lldb-MAJOR, unpacked (e.g. 19, as CodeLLDB 1.11.0-1.11.4 bundle)")
+                        help="also measure Debian's lldb-MAJOR, as `make lldb-clients` unpacks it (19 or 22)")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         keep = options.keep or work / "kept"
-        clients = [debian_client(), *(unpacked_debian_lldb(major, keep) for major in options.debian_lldb)]
+        clients = [debian_client(), *(debian_lldb(major) or sys.exit(f"lldb-{major} is not unpacked: make lldb-clients")
+                                      for major in options.debian_lldb)]
         start = time.perf_counter()
         elf, walkthrough_elf = built_elfs(options.units, keep, work / "build")
         built = time.perf_counter() - start

@@ -89,7 +89,12 @@ CLIENTS = {"lldb 14, lldbCommands": None, "lldb 19, launchJson": 19, "lldb 22, l
 def client(request):
     """A client and the stack's session for it: lldbCommands, or the CodeLLDB configuration of launchJson."""
     major = CLIENTS[request.param]
-    return None if major is None else debian_lldb(major)
+    if major is None:
+        return None
+    found = debian_lldb(major)
+    if found is None:
+        pytest.skip(f"Debian's lldb-{major} is not unpacked: make lldb-clients")
+    return found
 
 
 def attach_and_stop(session: dict, breakpoints: list[str], after: list[str], client=None) -> str:
