@@ -125,10 +125,11 @@ class PublishedEnvoy:
     sandbox_root: str
 
 
-def build(work: Path, clang: str = "clang++") -> PublishedEnvoy:
-    """Compiles, links and packs the synthetic Envoy; returns the ELF and its .dwp, the build tree gone."""
+def build(work: Path, clang: str = "clang++", dwp_tool: str = "llvm-dwp") -> PublishedEnvoy:
+    """Compiles, links and packs the synthetic Envoy with these tools; returns the ELF and its .dwp, the build
+    tree gone."""
     clang = require_tool(clang)
-    dwp_tool = require_tool("llvm-dwp")
+    dwp_tool = require_tool(dwp_tool)
     execroot = work / "execroot"
     sandbox = work / SANDBOX_ROOT
     for root in (execroot, sandbox):

@@ -6,7 +6,6 @@ CI publishes envoy-debug-<SHA> (tests/istio_envoy.py), and against real git repo
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from components.prebuilt_envoy import parse_checkout_result, parse_fetch_result
 from tests.conftest import ROOT, evaluate, require_tool, resource
 from tests.http_origin import Origin, publish
 from tests.istio_envoy import ENVOY_REPOSITORY_NAME, build, envoy_origin, git, proxy_checkout
+from tests.prebuilt_session import run_rendered
 
 SHA = "d799381810ae54f1cccb2a9ae79d9c6191ca2c83"  # istio/proxy's commit of Istio 1.17.2
 OTHER_SHA = "e1222b5645a29ad3d02b280797ac1219dd88cfbc"  # 1.17.8's
@@ -27,15 +27,6 @@ def rendered() -> dict[str, dict]:
     """The two commands of a prebuilt stack as the program renders them."""
     evaluation = evaluate("dev", "envoySource=prebuilt")
     return {name: resource(evaluation, f"envoy-{name}")["inputs"] for name in ("fetch", "source")}
-
-
-def run(inputs: dict, **values: str) -> subprocess.CompletedProcess:
-    """The command's script on stdin to bash, with its own environment; `values` replace some of them (this
-    machine's paths, the test server), and name no variable the program does not pass."""
-    assert set(values) <= set(inputs["environment"]), set(values) - set(inputs["environment"])
-    env = {**os.environ, **inputs["environment"], **values}
-    return subprocess.run(["bash", "-s"], input=inputs["stdin"], env=env, capture_output=True, text=True,
-                          timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +44,7 @@ def bucket(tmp_path, envoy) -> Path:
 
 
 def fetch(rendered, cache: Path, base_url: str, sha: str = SHA) -> subprocess.CompletedProcess:
-    return run(rendered["fetch"], BASE_URL=base_url, SHA=sha, DEST_DIR=str(cache))
+    return run_rendered(rendered["fetch"], BASE_URL=base_url, SHA=sha, DEST_DIR=str(cache))
 
 
 def kept(cache: Path, sha: str = SHA) -> list[str]:
@@ -236,7 +227,7 @@ def checkout(rendered, sources, tag: str = "1.30.3", repository: str | None = No
     inputs = rendered["source"]
     # The stack passes ENVOY_REPOSITORY only when envoyRepository is set; here it is the test's origin.
     inputs = {**inputs, "environment": {**inputs["environment"], "ENVOY_REPOSITORY": ""}}
-    return run(inputs, **values, ENVOY_REPOSITORY=repository or f"file://{sources['origin']}")
+    return run_rendered(inputs, **values, ENVOY_REPOSITORY=repository or f"file://{sources['origin']}")
 
 
 def test_the_checkout_step_reads_the_pins_from_istio_proxys_workspace(rendered):
@@ -261,7 +252,7 @@ def test_envoy_is_checked_out_at_the_pinned_commit_on_a_branch_named_after_the_r
 def test_without_envoy_repository_the_workspaces_github_repository_is_named(rendered, sources):
     workspace = sources["proxy"] / "WORKSPACE"
     workspace.write_text(workspace.read_text().replace(sources["pinned"], "f" * 40))
-    done = run(rendered["source"], SOURCE_DIR=str(sources["proxy"]), ENVOY_DIR=str(sources["envoy"]),
+    done = run_rendered(rendered["source"], SOURCE_DIR=str(sources["proxy"]), ENVOY_DIR=str(sources["envoy"]),
                SOURCE_TAG="1.30.3")
     assert done.returncode != 0
     # No network here: the fetch from GitHub fails, and says from where and what to set.
