@@ -71,6 +71,8 @@ bench: system-deps deps lldb-clients
 	$(VENV)/bin/python bench/evaluate.py
 	$(VENV)/bin/python bench/image_delta.py
 	$(VENV)/bin/python bench/debugger_layer.py
+	$(VENV)/bin/python bench/dwp_support.py
+	$(VENV)/bin/python bench/prebuilt_fetch.py --rate 125
 
 pulumi-cli:
 	@[ -x "$(PULUMI)" ] || { echo "installing the Pulumi CLI $(PULUMI_VERSION) into ~/.pulumi"; \
