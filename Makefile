@@ -52,11 +52,13 @@ system-deps:
 # bench/attach_latency.py also drive Debian's lldb 19 and 22, unpacked with their libraries into .cache (installed,
 # python3-lldb-<major> would replace lldb 14's).
 LLDB_CLIENTS := 19 22
+lldb_packages = lldb-$(1) liblldb-$(1) python3-lldb-$(1) libllvm$(1) libclang-cpp$(1)
 lldb-clients: $(foreach major,$(LLDB_CLIENTS),.cache/lldb-$(major)/.unpacked)
 
 .cache/lldb-%/.unpacked: | system-deps
 	rm -rf .cache/lldb-$* && mkdir -p .cache/lldb-$*/debs
-	cd .cache/lldb-$*/debs && apt-get download -qq lldb-$* liblldb-$* python3-lldb-$* libllvm$* libclang-cpp$*
+	cd .cache/lldb-$*/debs && { apt-get download -qq $(call lldb_packages,$*) || \
+		{ $(SUDO) apt-get update -qq && apt-get download -qq $(call lldb_packages,$*); }; }
 	for deb in .cache/lldb-$*/debs/*.deb; do dpkg-deb -x "$$deb" .cache/lldb-$*/root; done
 	rm -rf .cache/lldb-$*/debs
 	touch $@
