@@ -145,6 +145,18 @@ def test_a_tar_gz_cut_off_in_transfer_keeps_nothing_and_the_next_run_succeeds(re
     assert kept(cache) == ["envoy", "envoy.dwp"]
 
 
+def test_what_a_killed_run_left_of_an_extraction_is_removed_not_used(rendered, bucket, envoy, tmp_path):
+    cache = tmp_path / "cache"
+    leftover = cache / SHA / ".envoy.partial.kill9x" / "tree" / "usr" / "local" / "bin"
+    leftover.mkdir(parents=True)
+    (leftover / "envoy").write_bytes(b"half an ELF")
+    with Origin(bucket) as origin:
+        done = fetch(rendered, cache, origin.url)
+    assert done.returncode == 0, done.stderr
+    assert kept(cache) == ["envoy", "envoy.dwp"]
+    assert (cache / SHA / "envoy").read_bytes() == envoy.elf.read_bytes()
+
+
 def test_a_dwp_cut_off_in_transfer_is_resumed_by_the_next_run(rendered, bucket, envoy, tmp_path):
     cache = tmp_path / "cache"
     size = envoy.dwp.stat().st_size

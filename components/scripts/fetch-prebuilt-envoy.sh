@@ -202,6 +202,8 @@ mkdir -p "$dir"
 # Two runs at once (two stacks sharing a cache) take turns; the second finds the files there.
 exec 9>"$dir/.lock"
 flock 9
+# What a run that was killed mid-transfer left of a tar.gz's extraction: never used, only removed.
+rm -rf "$dir"/.envoy.partial.*
 [ -f "$elf" ] || fetch_elf
 [ -f "$dwp" ] || fetch_dwp
 
