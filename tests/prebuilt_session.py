@@ -29,8 +29,8 @@ COMMANDS = ("envoy-source", "envoy-fetch", "debug-image-context")
 
 def run_rendered(inputs: dict, **values: str) -> subprocess.CompletedProcess:
     """A command's script on stdin to bash, with its own environment; `values` replace some of it (this machine's
-    paths, the test server) and name no variable the program does not pass."""
-    assert set(values) <= set(inputs["environment"]), set(values) - set(inputs["environment"])
+    paths, the test server; PATH, for stand-ins of tools) and name no other variable the program does not pass."""
+    assert set(values) - {"PATH"} <= set(inputs["environment"]), set(values) - set(inputs["environment"])
     env = {**os.environ, **inputs["environment"], **values}
     return subprocess.run(["bash", "-s"], input=inputs["stdin"], env=env, capture_output=True, text=True,
                           timeout=120)

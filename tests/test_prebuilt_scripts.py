@@ -6,6 +6,8 @@ CI publishes envoy-debug-<SHA> (tests/istio_envoy.py), and against real git repo
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -204,6 +206,45 @@ def test_without_an_md5_from_the_server_the_dwp_is_checked_by_its_size(rendered,
         done = fetch(rendered, cache, origin.url)
     assert done.returncode == 0, done.stderr
     assert (cache / SHA / "envoy.dwp").read_bytes() == envoy.dwp.read_bytes()
+
+
+# binutils 2.35 (Debian 11) reads no DWARF 5 skeleton unit: it warns and prints none.
+OLD_READELF = """#!/bin/sh
+case "$*" in
+  *--debug-dump=info*) echo "readelf: Warning: CU at offset 0 contains corrupt or unsupported unit type: 4." >&2 ;;
+  *) exec {readelf} "$@" ;;
+esac
+"""
+
+
+def tools_folder(tmp_path: Path, **scripts: str) -> str:
+    """A PATH with these stand-ins first."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for name, text in scripts.items():
+        (folder / name).write_text(text)
+        (folder / name).chmod(0o755)
+    return f"{folder}:{os.environ['PATH']}"
+
+
+def test_where_readelf_reads_no_dwarf_5_skeleton_llvm_dwarfdump_does(rendered, bucket, envoy, tmp_path):
+    require_tool("llvm-dwarfdump")
+    path = tools_folder(tmp_path, readelf=OLD_READELF.format(readelf=shutil.which("readelf")))
+    with Origin(bucket) as origin:
+        done = run_rendered(rendered["fetch"], BASE_URL=origin.url, SHA=SHA, DEST_DIR=str(tmp_path / "cache"),
+                            PATH=path)
+    assert done.returncode == 0, done.stderr
+    assert parse_fetch_result(done.stdout).prefixes == ("/proc/self/cwd", envoy.sandbox_root)
+
+
+def test_where_nothing_reads_them_the_error_says_what_to_install(rendered, bucket, tmp_path):
+    path = tools_folder(tmp_path, **{"readelf": OLD_READELF.format(readelf=shutil.which("readelf")),
+                                     "llvm-dwarfdump-99": "#!/bin/sh\nexit 1\n"})
+    with Origin(bucket) as origin:
+        done = run_rendered(rendered["fetch"], BASE_URL=origin.url, SHA=SHA, DEST_DIR=str(tmp_path / "cache"),
+                            PATH=path)
+    assert done.returncode != 0
+    assert "reads DWARF 5 skeleton units; install a newer binutils (2.40 reads them), or llvm" in done.stderr
 
 
 def test_a_file_url_is_read_like_the_bucket(rendered, bucket, envoy, tmp_path):

@@ -210,11 +210,27 @@ rm -rf "$dir"/.envoy.partial.*
 build_id=$(build_id_of "$elf")
 # The skeleton units' compilation directories (bazel's /proc/self/cwd, or a CI's own execution root): the
 # prefixes the source map must cover, the one most units record first (a breakpoint set by path reaches a unit
-# only through the first prefix mapped to its folder). readelf is kept from chasing the .dwo files they name.
-comp_dirs=$(LC_ALL=C readelf --debug-dump=info,no-follow-links --dwarf-depth=1 "$elf" 2>/dev/null |
-  sed -n -E 's/^.*DW_AT_comp_dir[[:space:]]*:[[:space:]]*(\([^)]*\):[[:space:]]*)?(.*[^[:space:]])[[:space:]]*$/\2/p' |
-  sort | uniq -c | sort -k1,1nr -k2 | sed -E 's/^[[:space:]]*[0-9]+ //' | tr '\n' ' ')
-[ -n "$comp_dirs" ] || die "$elf has no compilation units with a DW_AT_comp_dir: it is not a debug build"
+# only through the first prefix mapped to its folder). readelf reads DWARF 5 skeleton units in Debian's binutils
+# 2.40 (2.35.2 calls them corrupt) and is kept from chasing the .dwo files they name; where it cannot, an
+# llvm-dwarfdump, which every lldb package brings along, reads them.
+comp_dirs_by_readelf() {
+  LC_ALL=C readelf --debug-dump=info,no-follow-links --dwarf-depth=1 "$1" 2>/dev/null |
+    sed -n -E 's/^.*DW_AT_comp_dir[[:space:]]*:[[:space:]]*(\([^)]*\):[[:space:]]*)?(.*[^[:space:]])[[:space:]]*$/\2/p' ||
+    true
+}
+comp_dirs_by_dwarfdump() {
+  local tool
+  tool=$(compgen -c llvm-dwarfdump | sort -V | tail -n 1)
+  [ -n "$tool" ] || return 0
+  "$tool" --debug-info --recurse-depth=0 "$1" 2>/dev/null |
+    sed -n -E 's/^.*DW_AT_comp_dir[[:space:]]*\("(.*)"\)$/\1/p' || true
+}
+comp_dirs=$(comp_dirs_by_readelf "$elf")
+[ -n "$comp_dirs" ] || comp_dirs=$(comp_dirs_by_dwarfdump "$elf")
+[ -n "$comp_dirs" ] || die "found no DW_AT_comp_dir in $elf's units: it is no debug build, or neither readelf" \
+  "($(readelf --version | head -n 1)) nor an llvm-dwarfdump here reads DWARF 5 skeleton units; install" \
+  "a newer binutils (2.40 reads them), or llvm"
+comp_dirs=$(sort <<<"$comp_dirs" | uniq -c | sort -k1,1nr -k2 | sed -E 's/^[[:space:]]*[0-9]+ //' | tr '\n' ' ')
 sandbox_roots=$(cat "$elf" "$dwp" |
   LC_ALL=C grep -a -o -E '/[^[:space:][:cntrl:]"]*/sandbox/[a-z-]+/[0-9]+/execroot/[A-Za-z0-9_.-]+' |
   sort -u | tr '\n' ' ' || true)
