@@ -87,7 +87,7 @@ fetch_elf() {
   got=$(cat "$work/sha256")
   if [ "${statuses[0]}" != 0 ]; then
     rm -rf "$work"
-    [ "${statuses[0]}" = 22 ] && not_published "$url" "HTTP error"
+    # curl said why above (an HTTP status, a broken connection).
     die "$name.tar.gz: the transfer failed (curl exit ${statuses[0]}); nothing was kept, run pulumi up again"
   fi
   if [ "$got" != "$expected" ]; then
