@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from components.launch import built_source_map, lldb_commands
+from components.launch import LLDB_CACHE_DIR, built_source_map, lldb_commands
 from tests.conftest import require_tool
 from tests.lldb_session import run_lldb
 
@@ -34,10 +34,11 @@ def build(root, split: bool):
     return out / "envoy"
 
 
-def breakpoint_line(elf, execroot, cwd) -> str:
+def breakpoint_line(elf, execroot, cwd, cache) -> str:
     session = lldb_commands(mode="attach", elf=str(elf), pid=1, source_map=built_source_map(str(execroot), []),
                             connect_url="connect://127.0.0.1:1")
-    local = [c for c in session if c.startswith(("settings ", "target create "))]
+    # lldb's caches in the test's folder, not in the machine's /home/.cache.
+    local = [c.replace(LLDB_CACHE_DIR, str(cache)) for c in session if c.startswith(("settings ", "target create "))]
     transcript = run_lldb([*local, "breakpoint set --name work"], cwd=cwd)
     return next(line for line in transcript.splitlines() if line.startswith("Breakpoint 1:"))
 
@@ -53,6 +54,6 @@ def test_lldb_finds_a_split_builds_source_only_from_the_execroot(tmp_path, split
     assert (execroot / "bazel-out" / "k8-dbg" / "bin" / "_objs" / "m.dwo").exists() == split
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    line = breakpoint_line(elf, execroot, execroot if from_execroot else elsewhere)
+    line = breakpoint_line(elf, execroot, execroot if from_execroot else elsewhere, tmp_path / "lldb-cache")
     assert line.startswith("Breakpoint 1: where = envoy`work(int) + "), line
     assert (" at m.cc:2" in line) == has_source, line
