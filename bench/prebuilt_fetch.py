@@ -30,10 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import evaluate, resource  # noqa: E402
+from tests.conftest import evaluate, resource, run_rendered  # noqa: E402
 from tests.http_origin import Origin  # noqa: E402
 from tests.istio_envoy import build  # noqa: E402
-from tests.prebuilt_session import SHA, run_rendered, succeeded  # noqa: E402
+from tests.prebuilt_session import SHA, succeeded  # noqa: E402
 
 GOAL = 0.7
 CHUNK = 1 << 24

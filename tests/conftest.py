@@ -37,6 +37,27 @@ def require_tool(name: str) -> str:
     return path
 
 
+def run_rendered(inputs: dict, **values: str) -> subprocess.CompletedProcess:
+    """A command's script on stdin to bash, with its own environment, as the program renders it; `values`
+    replace some of it (this machine's paths, a test server; PATH, for stand-ins of tools) and name no other
+    variable the program does not pass."""
+    assert set(values) - {"PATH"} <= set(inputs["environment"]), set(values) - set(inputs["environment"])
+    env = {**os.environ, **inputs["environment"], **values}
+    return subprocess.run(["bash", "-s"], input=inputs["stdin"], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def git(cwd: Path, *args: str) -> str:
+    """git in `cwd`, committing as a test identity; its output."""
+    done = subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_IDENTITY}, check=True,
+                          capture_output=True, text=True)
+    return done.stdout.strip()
+
+
 def run_harness(stack: str, *sets: str, preview: bool = False) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "tests.mock_stack", stack, *(f"--set={s}" for s in sets)]
     if preview:

@@ -15,13 +15,12 @@ attach is hit.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import require_tool
+from tests.conftest import git, require_tool
 
 REQUEST_H = """\
 #pragma once
@@ -104,15 +103,6 @@ http_archive(
 
 load("@envoy//bazel:api_binding.bzl", "envoy_api_binding")
 """
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, check=True, capture_output=True,
-                          text=True)
-    return done.stdout.strip()
-
-
 def line_of(text: str, marker: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if marker in line)
 

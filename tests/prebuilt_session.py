@@ -10,13 +10,13 @@ Used by tests/test_prebuilt_lldb.py and bench/dwp_support.py.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from components.launch import LLDB_CACHE_DIR, SourceMap, launch_json, lldb_commands, prebuilt_source_map
 from components.prebuilt_envoy import parse_checkout_result, parse_fetch_result
+from tests.conftest import run_rendered
 from tests.http_origin import Origin, publish
 from tests.istio_envoy import build, envoy_origin, proxy_checkout
 from tests.lldb_session import LldbClient, platform_server, run_lldb, running
@@ -25,15 +25,6 @@ from tests.lldb_session import LldbClient, platform_server, run_lldb, running
 SHA = "4f1e006e2db1c4263924993bc1dae3ed9e3b886a"
 # The program's commands this needs, by resource name.
 COMMANDS = ("envoy-source", "envoy-fetch", "debug-image-context")
-
-
-def run_rendered(inputs: dict, **values: str) -> subprocess.CompletedProcess:
-    """A command's script on stdin to bash, with its own environment; `values` replace some of it (this machine's
-    paths, the test server; PATH, for stand-ins of tools) and name no other variable the program does not pass."""
-    assert set(values) - {"PATH"} <= set(inputs["environment"]), set(values) - set(inputs["environment"])
-    env = {**os.environ, **inputs["environment"], **values}
-    return subprocess.run(["bash", "-s"], input=inputs["stdin"], env=env, capture_output=True, text=True,
-                          timeout=120)
 
 
 def succeeded(done: subprocess.CompletedProcess) -> str:

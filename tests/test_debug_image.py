@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, evaluate, require_tool, resource
+from tests.conftest import ROOT, evaluate, require_tool, resource, run_rendered
 from tests.lldb_session import build_id, compile_debuggee, platform_server, run_lldb, running, source_line
 from tests.mock_stack import FAKE_IMAGE_DIGEST, WALKTHROUGH_BUILD_ID, WALKTHROUGH_EXECROOT
 
@@ -244,10 +244,8 @@ def test_collected_lldb_server_serves_a_whole_attach_from_its_own_folder(tmp_pat
 
 def stage_envoy(dev: dict, elf: Path, context: Path, expected_build_id: str, strip: str = "true"):
     """prepare-image-context.sh exactly as rendered, with the files of this test instead of the lab's."""
-    stage = resource(dev, "debug-image-context")["inputs"]
-    env = {**os.environ, **stage["environment"], "ELF": str(elf), "CONTEXT_DIR": str(context),
-           "BUILD_ID": expected_build_id, "STRIP": strip}
-    return subprocess.run(["bash", "-s"], input=stage["stdin"], env=env, capture_output=True, text=True, timeout=60)
+    return run_rendered(resource(dev, "debug-image-context")["inputs"], ELF=str(elf), CONTEXT_DIR=str(context),
+                        BUILD_ID=expected_build_id, STRIP=strip)
 
 
 def sections(path: Path) -> set[str]:

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from components.prebuilt_envoy import parse_checkout_result, parse_fetch_result
-from tests.conftest import ROOT, evaluate, require_tool, resource
+from tests.conftest import ROOT, evaluate, git, require_tool, resource, run_rendered
 from tests.http_origin import Origin, publish
-from tests.istio_envoy import ENVOY_REPOSITORY_NAME, build, envoy_origin, git, proxy_checkout
-from tests.prebuilt_session import run_rendered
+from tests.istio_envoy import ENVOY_REPOSITORY_NAME, build, envoy_origin, proxy_checkout
 
 SHA = "d799381810ae54f1cccb2a9ae79d9c6191ca2c83"  # istio/proxy's commit of Istio 1.17.2
 OTHER_SHA = "e1222b5645a29ad3d02b280797ac1219dd88cfbc"  # 1.17.8's

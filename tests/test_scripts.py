@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from components.envoy_build import parse_build_result
-from tests.conftest import ROOT, evaluate, require_tool, resource
+from tests.conftest import ROOT, evaluate, git, require_tool, resource
 
 SCRIPTS = sorted((ROOT / "components" / "scripts").glob("*.sh"))
 # The walkthrough's build command, as typed in the builder (S3), with what the stack adds for lldb: --fission=no,
@@ -57,12 +57,6 @@ def test_every_script_the_program_renders_passes_shellcheck(mode, source, steps)
         done = subprocess.run([shellcheck, "--severity=style", "-s", "bash", "-"], input=text, capture_output=True,
                               text=True)
         assert done.returncode == 0, f"{name} {part}:\n{done.stdout}"
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture
