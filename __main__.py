@@ -4,7 +4,7 @@ import posixpath
 
 import pulumi
 
-from components.builder import Builder, BuilderArgs
+from components.builder import Builder, BuilderArgs, builder_image
 from components.config import load_config, local_folder
 from components.containerd_mirror import ContainerdMirror, ContainerdMirrorArgs
 from components.debug_image import DebugImage, DebugImageArgs
@@ -63,6 +63,12 @@ debugger = Debugger(
     # It mounts the workspace: the host's folders, or the volume in its namespace.
     opts=pulumi.ResourceOptions(depends_on=ready_for_workloads),
 )
+if placement.in_cluster:
+    # In the cluster the checkout runs in the debugger's pod: the volume is mounted nowhere else, and the
+    # builder's image is only known from the checkout.
+    workspace = Workspace("workspace", WorkspaceArgs(
+        repository=config.source_repository, tag=config.istio_version, workbench_exec=debugger.exec_command,
+    ))
 if config.prebuilt:
     # No builder: the scripts that need the workspace run in the debugger, which mounts it the same way.
     builder = None
@@ -72,18 +78,13 @@ else:
         "builder",
         BuilderArgs(
             placement=placement,
-            image=config.builder_image,
+            image=workspace.builder_image.apply(lambda pinned: builder_image(config.builder_image, pinned)),
             container_name=config.physical_name("istio-proxy-builder"),
             network_name=network_name,
         ),
         opts=pulumi.ResourceOptions(depends_on=ready_for_workloads),
     )
     workbench_exec = builder.exec_command
-if placement.in_cluster:
-    # In the cluster the checkout runs in a pod: the volume is mounted nowhere else.
-    workspace = Workspace("workspace", WorkspaceArgs(
-        repository=config.source_repository, tag=config.istio_version, workbench_exec=workbench_exec,
-    ))
 if config.prebuilt:
     envoy = PrebuiltEnvoy(
         "envoy",
@@ -102,7 +103,6 @@ else:
         EnvoyBuildArgs(
             placement=placement,
             builder_exec=builder.exec_command,
-            istio_version=config.istio_version,
             bazel_build_args=config.bazel_build_args,
             compilation_mode=config.compilation_mode,
             build_envoy=config.build_envoy,

@@ -7,6 +7,8 @@ docker run --init --privileged --name istio-proxy-builder --hostname istio-proxy
     -v /var/run/docker.sock:/var/run/docker.sock:rw -v $WORK/work:/work -v $WORK/home/.cache:/home/.cache \
     -w /work -d gcr.io/istio-testing/build-tools-proxy:release-1.17-latest-amd64 bash -c '/bin/sleep 300d'
 
+Its image is the one the istio/proxy checkout pins (common/scripts/setup_env.sh), unless builderImage names one.
+
 In the cluster, a one-pod StatefulSet of the same image, privileged like the container (bazel's sandbox),
 mounting the workspace volume at /work and /home/.cache. It has no docker.sock: nothing it runs needs one.
 """
@@ -48,10 +50,21 @@ def builder_statefulset(placement: Placement, image: str) -> dict:
     return placement.one_pod_workload("StatefulSet", BUILDER_NAME, [container], serviceName=BUILDER_NAME)
 
 
+def builder_image(configured: str | None, pinned: str | None) -> str:
+    """builderImage when set, else the image the istio/proxy checkout pins."""
+    if configured:
+        return configured
+    if not pinned:
+        raise pulumi.RunError("builder: the istio/proxy checkout pins no builder image (common/scripts/setup_env.sh "
+                              "has no IMAGE_VERSION); set builderImage")
+    return pinned
+
+
 @dataclass
 class BuilderArgs:
     placement: Placement
-    image: str
+    # The image: builderImage, or the one the checkout pins (Workspace.builder_image).
+    image: pulumi.Input[str]
     # host only
     container_name: str
     network_name: pulumi.Input[str] | None

@@ -50,8 +50,8 @@ _UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 # Ports the sidecar itself uses: Envoy's outbound and inbound listeners, HBONE, prometheus, health, status.
 ISTIO_PROXY_PORTS = frozenset({15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090})
-# Startup mode writes out the sidecar that this Istio minor's injector produces.
-STARTUP_ISTIO_MINOR = "1.17"
+# The oldest release supported: the walkthrough's minor, whose istio/proxy builds Envoy as the root //:envoy.
+OLDEST_ISTIO = (1, 17)
 # A StatefulSet's pods carry the label controller-revision-hash=<name>-<10 chars>, at most 63 long.
 _MAX_STATEFULSET_NAME = 52
 
@@ -73,7 +73,8 @@ class StackConfig:
     istio_version: str
     work_dir: str
     source_repository: str
-    builder_image: str
+    # None: the image the checked-out source pins (common/scripts/setup_env.sh), read at `up`.
+    builder_image: str | None
     build_envoy: bool
     bazel_build_args: str
     strip_target_binary: bool
@@ -131,11 +132,6 @@ def memory_bytes(quantity: str) -> float:
     if match is None:
         raise ValueError(f"{quantity!r} is not a memory quantity like 512Mi or 4Gi")
     return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def default_builder_image(istio_version: str) -> str:
-    major, minor, _ = istio_version.split(".")
-    return f"gcr.io/istio-testing/build-tools-proxy:release-{major}.{minor}-latest-amd64"
 
 
 class _Reader:
@@ -239,6 +235,11 @@ def _is_subnet(value: str) -> bool:
     return "/" in value and _is_network(value)
 
 
+def _is_supported_release(value: str) -> bool:
+    match = _VERSION.match(value)
+    return match is not None and (int(match.group(1)), int(match.group(2))) >= OLDEST_ISTIO
+
+
 def _is_absolute_dir(value: str) -> bool:
     return value.startswith("/") and posixpath.normpath(value) == value.rstrip("/") and value != "/"
 
@@ -339,8 +340,9 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
             r.problems.append(f"{PROJECT}:{key} is not a setting of this project: {hint}")
 
     istio_version = r.checked(
-        "istioVersion", r.required("istioVersion", "set the Istio release to debug, e.g. 1.17.2"),
-        lambda v: bool(_VERSION.match(v)), "expected a release version x.y.z, e.g. 1.17.2",
+        "istioVersion", r.required("istioVersion", "set the Istio release to debug, e.g. 1.30.3"),
+        _is_supported_release,
+        f"expected a release version x.y.z from {OLDEST_ISTIO[0]}.{OLDEST_ISTIO[1]}.0 on, e.g. 1.30.3",
     )
     placement = r.checked("placement", r.text("placement") or "host", lambda v: v in PLACEMENTS,
                           "expected host (Docker on the developer host) or cluster (pods and a shared volume)")
@@ -355,12 +357,10 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         "sourceRepository", r.text("sourceRepository") or DEFAULT_SOURCE_REPOSITORY,
         lambda v: bool(_GIT_URL.match(v)), "expected a git URL, e.g. " + DEFAULT_SOURCE_REPOSITORY,
     )
-    builder_image = r.text("builderImage")
-    if builder_image is None and istio_version is not None:
-        builder_image = default_builder_image(istio_version)
     builder_image = r.checked(
-        "builderImage", builder_image, lambda v: bool(_IMAGE_REF.match(v)),
-        "expected an image reference, e.g. gcr.io/istio-testing/build-tools-proxy:release-1.17-latest-amd64",
+        "builderImage", r.text("builderImage"), lambda v: bool(_IMAGE_REF.match(v)),
+        "expected an image reference, e.g. gcr.io/istio-testing/build-tools-proxy:release-1.30-<sha>, "
+        "or empty for the one the istio/proxy checkout pins",
     )
     build_envoy = r.boolean("buildEnvoy")
     bazel_build_args = r.checked(
@@ -481,9 +481,6 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
     if app_uid == ISTIO_PROXY_UID:
         r.problem("appUid", str(app_uid), f"expected a uid other than {ISTIO_PROXY_UID}, which is istio-proxy's own")
         app_uid = None
-    if mode == "startup" and istio_version is not None and not istio_version.startswith(STARTUP_ISTIO_MINOR + "."):
-        r.problem("mode", mode, f"expected attach with istioVersion {istio_version}: startup mode writes out "
-                                f"Istio {STARTUP_ISTIO_MINOR}'s injected sidecar, and only that")
     if lldb_server_port is not None and ISTIO_PROXY_PORTS & set(DebuggerPorts(lldb_server_port).all):
         own = ", ".join(map(str, sorted(ISTIO_PROXY_PORTS)))
         r.problem("lldbServerPort", str(lldb_server_port),

@@ -19,22 +19,15 @@ from components.placement import Placement
 from components.scripts import key_values, script
 from components.workspace import CONTAINER_SOURCE_DIR
 
-# istio/proxy moved the envoy target to the top-level BUILD in 1.17 (istio/proxy#4237).
-_TOP_LEVEL_TARGET_SINCE = (1, 17)
+# Every supported release (1.17 on, config.OLDEST_ISTIO) builds Envoy as the root //:envoy (istio/proxy#4237).
+ENVOY_BAZEL_TARGET = ":envoy"
 # A debug build of Envoy takes hours on a small machine.
 BUILD_TIMEOUT = "12h"
 
 
-def envoy_bazel_target(istio_version: str) -> str:
-    major, minor, _ = (int(p) for p in istio_version.split("."))
-    return ":envoy" if (major, minor) >= _TOP_LEVEL_TARGET_SINCE else "//src/envoy:envoy"
-
-
-def envoy_output_path(istio_version: str, compilation_mode: str) -> str:
+def envoy_output_path(compilation_mode: str) -> str:
     """The ELF's path below bazel-out, e.g. k8-dbg/bin/envoy."""
-    target = envoy_bazel_target(istio_version)
-    package, _, binary = target.lstrip("/").rpartition(":")
-    return "/".join(p for p in (f"k8-{compilation_mode}", "bin", package, binary) if p)
+    return f"k8-{compilation_mode}/bin/envoy"
 
 
 @dataclass(frozen=True)
@@ -60,7 +53,6 @@ class EnvoyBuildArgs:
     placement: Placement
     # Builder.exec_command: how the build script reaches the builder container (host) or pod (cluster).
     builder_exec: Callable[[list[str]], pulumi.Input[str]]
-    istio_version: str
     bazel_build_args: str
     compilation_mode: str
     build_envoy: bool
@@ -84,8 +76,8 @@ class EnvoyBuild(pulumi.ComponentResource):
             "BAZEL_BUILD_ARGS": args.bazel_build_args,
             # What the final link will get (one per line): the script tries them before hours of compiling.
             "LINK_CHECK_OPTIONS": "\n".join(bazel_option_values(args.bazel_build_args, "linkopt")),
-            "BAZEL_TARGET": envoy_bazel_target(args.istio_version),
-            "ENVOY_OUTPUT": envoy_output_path(args.istio_version, args.compilation_mode),
+            "BAZEL_TARGET": ENVOY_BAZEL_TARGET,
+            "ENVOY_OUTPUT": envoy_output_path(args.compilation_mode),
             "WORKSPACE_DIR": CONTAINER_SOURCE_DIR,
         }
         build = local.Command(

@@ -68,9 +68,11 @@ class WorkspaceArgs:
 
 
 class Workspace(pulumi.ComponentResource):
-    """Clones istio/proxy at the tag (checks it out when the tag changes) and creates the cache folders."""
+    """Clones istio/proxy at the tag (checks it out when the tag changes) and creates the cache folders; reports
+    the commit and the builder image the checkout pins."""
 
     commit: pulumi.Output[str]
+    builder_image: pulumi.Output[str | None]
 
     def __init__(self, name: str, args: WorkspaceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:workspace:Workspace", name, None, opts)
@@ -86,8 +88,15 @@ class Workspace(pulumi.ComponentResource):
         prepare = local.Command(
             f"{name}-prepare", environment=environment, opts=child_options(self, opts), **where,
         )
-        self.commit = prepare.stdout.apply(lambda out: out.strip())
-        self.register_outputs({"commit": self.commit})
+        self.commit = prepare.stdout.apply(lambda out: checkout_facts(out)[0])
+        self.builder_image = prepare.stdout.apply(lambda out: checkout_facts(out)[1])
+        self.register_outputs({"commit": self.commit, "builderImage": self.builder_image})
+
+
+def checkout_facts(stdout: str) -> tuple[str, str | None]:
+    """prepare-workspace.sh's report: the commit, and the builder image the checkout pins (None if none)."""
+    lines = stdout.splitlines() + ["", ""]
+    return lines[0].strip(), lines[1].strip() or None
 
 
 def workspace_claim(namespace: str, claim_name: str, storage_class: str | None, size: str) -> dict:

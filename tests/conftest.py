@@ -58,17 +58,20 @@ def git(cwd: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-def run_harness(stack: str, *sets: str, preview: bool = False) -> subprocess.CompletedProcess:
+def run_harness(stack: str, *sets: str, preview: bool = False, facts: str | None = None) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "tests.mock_stack", stack, *(f"--set={s}" for s in sets)]
     if preview:
         args.append("--preview")
+    if facts is not None:
+        args.append(f"--source-facts={facts}")
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 @cache
-def evaluate(stack: str, *sets: str, preview: bool = False) -> dict:
-    """The program's resources and outputs for `stack` (with `key=value` overrides), under mocks."""
-    done = run_harness(stack, *sets, preview=preview)
+def evaluate(stack: str, *sets: str, preview: bool = False, facts: str | None = None) -> dict:
+    """The program's resources and outputs for `stack` (with `key=value` overrides), under mocks; `facts`, a
+    release's manifest.json, stands for what the scripts read from that release's checkout."""
+    done = run_harness(stack, *sets, preview=preview, facts=facts)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

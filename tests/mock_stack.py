@@ -17,6 +17,7 @@ import hashlib
 import json
 import runpy
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ PREBUILT_ENVOY_COMMIT = "d45eacec11967b7c3fce724709239f2bf9ca0cc4"
 PREBUILT_SANDBOX_ROOT = (
     "/home/prow/.cache/bazel/_bazel_prow/0f1e2d3c/sandbox/processwrapper-sandbox/7/execroot/io_istio_proxy"
 )
+# The builder image Istio 1.17.2's istio/proxy pins (common/scripts/setup_env.sh; ../shared/istio-releases).
+WALKTHROUGH_BUILDER_IMAGE = "gcr.io/istio-testing/build-tools-proxy:release-1.17-80e042c2d3016b759c6c5ebe4e77564a7f43bf2c"
 FAKE_IMAGE_DIGEST = "sha256:" + "d" * 64
 FAKE_STRIPPED_BYTES = 187_000_000
 FAKE_SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -92,21 +95,38 @@ def stack_config(stack: str, overrides: dict[str, str | None] | None = None) -> 
     return {f"{name}:{k}": v for k, v in values.items()}, secret_keys
 
 
-def _fake_outputs(typ: str, name: str, inputs: dict) -> dict:
-    """Outputs a provider would add to its inputs, fixed to the walkthrough's values."""
+@dataclass(frozen=True)
+class SourceFacts:
+    """What the scripts read from the istio/proxy checkout: the walkthrough's by default, or a release's
+    manifest (../shared/istio-releases/<version>/manifest.json)."""
+
+    commit: str = WALKTHROUGH_COMMIT
+    builder_image: str = WALKTHROUGH_BUILDER_IMAGE
+    envoy_commit: str = PREBUILT_ENVOY_COMMIT
+    envoy_repository: str = "https://github.com/istio/envoy.git"
+
+    @classmethod
+    def of_release(cls, manifest: dict) -> SourceFacts:
+        envoy = manifest["envoy"]
+        return cls(commit=manifest["proxySha"], builder_image=manifest["builderImage"], envoy_commit=envoy["sha"],
+                   envoy_repository=f"https://github.com/{envoy['org']}/{envoy['repo']}.git")
+
+
+def _fake_outputs(typ: str, name: str, inputs: dict, facts: SourceFacts) -> dict:
+    """Outputs a provider would add to its inputs, fixed to the walkthrough's values and the source's facts."""
     if typ == "docker:index/remoteImage:RemoteImage":
         return {"imageId": "sha256:" + hashlib.sha256(inputs["name"].encode()).hexdigest()}
     if typ == "command:local:Command" and name.endswith("-prepare"):
-        return {"stdout": WALKTHROUGH_COMMIT + "\n"}
+        return {"stdout": f"{facts.commit}\n{facts.builder_image}\n"}
     if typ == "command:local:Command" and name.endswith("-make"):
         elf = f"{WALKTHROUGH_EXECROOT}/bazel-out/k8-dbg/bin/envoy"
         return {"stdout": f"elf={elf}\nexecroot={WALKTHROUGH_EXECROOT}\nbuildId={WALKTHROUGH_BUILD_ID}\n"
                           f"sandboxRoots={WALKTHROUGH_SANDBOX_ROOT}\n"}
     if typ == "command:local:Command" and name == "envoy-source":
-        return {"stdout": f"commit={PREBUILT_ENVOY_COMMIT}\nrepository=https://github.com/istio/envoy.git\n"
+        return {"stdout": f"commit={facts.envoy_commit}\nrepository={facts.envoy_repository}\n"
                           "external=external/envoy\n"}
     if typ == "command:local:Command" and name == "envoy-fetch":
-        folder = f"{inputs['environment']['DEST_DIR']}/{WALKTHROUGH_COMMIT}"
+        folder = f"{inputs['environment']['DEST_DIR']}/{facts.commit}"
         return {"stdout": f"elf={folder}/envoy\ndwp={folder}/envoy.dwp\nbuildId={PREBUILT_BUILD_ID}\n"
                           f"compDirs=/proc/self/cwd\nsandboxRoots={PREBUILT_SANDBOX_ROOT}\n"}
     if typ == "command:local:Command" and name.endswith("-context"):
@@ -140,7 +160,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def evaluate(stack: str = "dev", overrides: dict[str, str | None] | None = None, preview: bool = False) -> dict:
+def evaluate(stack: str = "dev", overrides: dict[str, str | None] | None = None, preview: bool = False,
+             facts: SourceFacts = SourceFacts()) -> dict:
     import pulumi
 
     config, secret_keys = stack_config(stack, overrides)
@@ -149,7 +170,7 @@ def evaluate(stack: str = "dev", overrides: dict[str, str | None] | None = None,
     class RecordingMocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
             # In a preview of a new stack nothing has run yet: provider-computed outputs stay unknown.
-            computed = {} if preview else _fake_outputs(args.typ, args.name, args.inputs)
+            computed = {} if preview else _fake_outputs(args.typ, args.name, args.inputs, facts)
             outputs = {**args.inputs, **computed}
             resources.append({
                 "type": args.typ, "name": args.name, "custom": bool(args.custom), "inputs": _plain(args.inputs),
@@ -197,6 +218,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stack")
     parser.add_argument("--preview", action="store_true")
+    parser.add_argument("--source-facts", metavar="MANIFEST", help="a release's manifest.json as the source's facts")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key; KEY= with no value unsets it")
     args = parser.parse_args()
@@ -207,7 +229,9 @@ def main() -> int:
     import pulumi
 
     try:
-        result = evaluate(args.stack, overrides, preview=args.preview)
+        facts = SourceFacts.of_release(json.loads(Path(args.source_facts).read_text())) if args.source_facts \
+            else SourceFacts()
+        result = evaluate(args.stack, overrides, preview=args.preview, facts=facts)
     except (pulumi.RunError, MissingConfig) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

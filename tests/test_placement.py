@@ -14,6 +14,7 @@ import pytest
 
 from components.placement import Placement
 from tests.conftest import CLUSTER_PLACEMENT, evaluate, resource, run_harness
+from tests.mock_stack import WALKTHROUGH_BUILDER_IMAGE
 from tests.test_target import validate
 
 # In the cluster the nodes pull from a node's own address (the registry's NodePort).
@@ -141,18 +142,25 @@ def test_every_pod_that_reads_the_build_sees_it_where_the_debug_info_points(clus
         inside: posixpath.relpath(folder, "/w") for folder, inside in host_layout.container_mounts()}
 
 
-def test_cluster_steps_run_in_the_builder_pod_through_kubectl(cluster):
-    for name in ("workspace-prepare", "envoy-make", "debug-image-context"):
-        create = resource(cluster, name)["inputs"]["create"]
-        assert create.startswith("kubectl exec -i --namespace istio-proxy-debug istio-proxy-builder-0 "), create
-        assert create.endswith(" bash -s")
-        # Every variable the script reads crosses into the pod as an argument of env.
-        for key in resource(cluster, name)["inputs"]["environment"]:
-            assert f'{key}="${key}"' in create, (name, key)
+@pytest.mark.parametrize("name, pod", [
+    # The checkout tells which builder image to run, so it runs in the debugger's pod, which mounts the volume too.
+    ("workspace-prepare", "code-server-0 --container code-server"),
+    ("envoy-make", "istio-proxy-builder-0"),
+    ("debug-image-context", "istio-proxy-builder-0"),
+])
+def test_cluster_steps_run_in_the_pods_through_kubectl(cluster, name, pod):
+    create = resource(cluster, name)["inputs"]["create"]
+    assert create.startswith(f"kubectl exec -i --namespace istio-proxy-debug {pod} "), create
+    assert create.endswith(" bash -s")
+    # Every variable the script reads crosses into the pod as an argument of env.
+    for key in resource(cluster, name)["inputs"]["environment"]:
+        assert f'{key}="${key}"' in create, (name, key)
 
 
-def test_the_checkout_waits_for_the_builder_pod_and_the_builder_for_the_volume(cluster, host):
+def test_the_builder_runs_the_image_its_checkout_pins_and_waits_for_the_volume(cluster, host):
     assert "workspace-volume" in resource(cluster, "builder-statefulset")["options"]["dependsOn"]
+    pod = resource(cluster, "builder-statefulset")["inputs"]["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == WALKTHROUGH_BUILDER_IMAGE
     # On the host it is the other way round: the folders exist before the container mounts them.
     assert "workspace" in resource(host, "builder-container")["options"]["dependsOn"]
 

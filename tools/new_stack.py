@@ -69,9 +69,10 @@ def allocate(name: str, work_dir: str | None, existing: dict[str, dict], project
     if placement == "host" and not work_dir:
         raise ValueError("a host stack needs --work-dir: the folder for the source, the cache and the registry")
     template = dict(existing.get(TEMPLATE, {}))
-    # The walkthrough's own choices stay with it: a new stack has its own folder and downloads Envoy.
-    template.pop("workDir", None)
-    template.pop("envoySource", None)
+    # The walkthrough's own choices stay with it: a new stack has its own folder and downloads the Envoy
+    # of the project's default Istio release.
+    for walkthrough_only in ("workDir", "envoySource", "istioVersion"):
+        template.pop(walkthrough_only, None)
     namespace = f"{project_defaults['namespace']}-{name}"[:63].rstrip("-")
     registry_ports = (range(REGISTRY_NODE_PORT, NODE_PORT_MAX + 1) if placement == "cluster"
                       else range(REGISTRY_PORT, REGISTRY_PORT + 1000))

@@ -3,7 +3,8 @@
 # when absent and put on a branch named after the tag (as the walkthrough's git checkout tags/T -b T does);
 # the cache and registry folders are created so Docker does not create them root-owned. Nothing is ever deleted or overwritten:
 # a checkout that would lose local changes fails and leaves the tree as it was.
-# Prints the checked-out commit on stdout; everything else goes to stderr.
+# Prints the checked-out commit, then the builder image the checkout pins (an empty line if it pins none), on
+# stdout; everything else goes to stderr.
 set -euo pipefail
 
 : "${SOURCE_DIR:?}" "${SOURCE_REPOSITORY:?}" "${SOURCE_TAG:?}" "${CACHE_DIR:?}"
@@ -45,3 +46,13 @@ if [ "$current" != "refs/heads/$SOURCE_TAG" ]; then
 fi
 
 git rev-parse HEAD
+
+# The builder image, as `make` in the checkout names it: setup_env.sh's IMG from its own defaults (registry,
+# project, IMAGE_VERSION) and Makefile.overrides.mk's IMAGE_NAME. Only plain assignments are evaluated, in an
+# empty environment, so nothing of this machine (and no command of the file) goes into the name.
+image_name=$(sed -n 's/^IMAGE_NAME[[:space:]]*?=[[:space:]]*\([^[:space:]]*\).*/\1/p' Makefile.overrides.mk 2>/dev/null |
+  head -n1)
+assignments=$(grep -E '^(TOOLS_REGISTRY_PROVIDER|PROJECT_ID|IMG)=|^[[:space:]]*IMAGE_VERSION=' \
+  common/scripts/setup_env.sh 2>/dev/null | grep -v -e '\$(' -e '`' || true)
+env -i IMAGE_NAME="${image_name:-build-tools}" ASSIGNMENTS="$assignments" /bin/bash -c \
+  'eval "$ASSIGNMENTS"; if [ -n "${IMAGE_VERSION:-}" ]; then printf "%s\n" "${IMG:-}"; else echo; fi'
