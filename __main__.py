@@ -1,6 +1,5 @@
 """istio-proxy-debug: remote source-level debugging of Envoy in an Istio sidecar, as one stack."""
 
-import posixpath
 
 import pulumi
 
@@ -16,7 +15,7 @@ from components.network import DockerNetwork, DockerNetworkArgs
 from components.placement import Placement
 from components.prebuilt_envoy import PrebuiltEnvoy, PrebuiltEnvoyArgs
 from components.registry import Registry, RegistryArgs
-from components.target import PROXY_WAIT_COMMAND, Target, TargetArgs, Workload
+from components.target import PROXY_WAIT_PROCESS, Target, TargetArgs, Workload
 from components.workspace import Workspace, WorkspaceArgs, WorkspaceVolume, WorkspaceVolumeArgs
 
 # The cluster placement's own namespace (suffixed with the stack off dev) and its workspace claim.
@@ -153,7 +152,6 @@ target = Target(
             proxy_image=debug_image.pull_reference,
             app_uid=config.app_uid,
             debugger_ports=config.debugger_ports,
-            istio_version=config.istio_version,
             target_node_name=config.target_node_name,
             proxy_memory=config.proxy_memory,
             proxy_memory_limit=config.proxy_memory_limit,
@@ -173,7 +171,7 @@ lldb_server = LldbServer(
         ssh_private_key=ssh_private_key,
         pod=target.pod_name,
         # attach: the running Envoy; startup: istio-proxy's waiting process, in whose namespaces Envoy will run.
-        process_name="envoy" if config.mode == "attach" else posixpath.basename(PROXY_WAIT_COMMAND),
+        process_name="envoy" if config.mode == "attach" else PROXY_WAIT_PROCESS,
         ports=config.debugger_ports,
         instance=f"{config.project}-{config.stack}",
         restart_on=[debug_image.pull_reference, target.pod_name],

@@ -6,14 +6,19 @@ Istio: `sidecar.istio.io/proxyImage` names the debug image as the nodes pull it,
 "/" verbatim, for istio-init and istio-proxy alike), and `proxyMemory`/`proxyMemoryLimit` size the
 sidecar for the debug build. The node-side lldb-server (S8) attaches to the Envoy that pilot-agent runs.
 
-startup (S11): injection off, and the spec Istio 1.17's injector would produce written out (env, volumes,
-ports, labels, the status annotation), changed so Envoy can be started by hand under the debugger:
-- `istio-init` applies the capture with iptables-restore (components/iptables.py): Istio's default rules,
-  the debugger ports excluded from inbound capture, outbound capture only for the app's uid and gid;
-- `istio-proxy` runs `sleep` instead of pilot-agent, with no probe, no postStart `pilot-agent wait` and no
-  readiness gate that would kill or hold a pod whose Envoy is not up;
+startup (S11): the same injected pod, changed through the mechanism Istio documents for it: the pod
+declares containers named like the injector's (`istio-proxy`, `istio-init`, image "auto"), which the cluster's
+own injector merges into what it injects (its `proxy-override*` golden tests, native sidecars included). So
+that release's injector still writes the proxy's env, volumes, certificates and bootstrap, and:
+- `istio-proxy` runs components/scripts/istio-proxy-wait.sh instead of pilot-agent: it keeps the injector's
+  own pilot-agent arguments as the start file (START_FILE) and waits. `status.sidecar.istio.io/port: "0"`
+  makes the template leave out its readiness and startup probes (so nothing restarts the waiting proxy, and a
+  native sidecar does not hold the app back), and the lifecycle hooks are replaced by ones that succeed;
+- `istio-init` runs that release's own istio-iptables, with the debugger ports excluded from inbound capture
+  through `traffic.sidecar.istio.io/excludeInboundPorts`, then narrows outbound capture to the app's uid and
+  gid (components/scripts/istio-init-capture.sh);
 - the app runs as `appUid`, so every process in it (`kubectl exec` included) is the captured user.
-`start_command` is the `kubectl exec` that then starts pilot-agent (and so Envoy) as uid 1337.
+`start_command` is the `kubectl exec` that then runs the start file: pilot-agent (and so Envoy) as uid 1337.
 
 Privileges for the debugger. lldb-server in S8 runs on the node as root in the host's user namespace,
 outside the container's seccomp filter: it may ptrace any process on the node, whatever the container's
@@ -30,7 +35,6 @@ not privileged: ptrace needs neither the host's devices nor an unconfined seccom
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass
 
@@ -39,8 +43,9 @@ import pulumi_kubernetes as k8s
 
 from components.config import memory_bytes
 from components.debug_ports import DebuggerPorts
-from components.iptables import ISTIO_PROXY_GID, ISTIO_PROXY_UID, init_command, nat_rules
+from components.iptables import ISTIO_PROXY_UID, capture_override, excluded_inbound_ports_annotation
 from components.options import child_options
+from components.scripts import script
 
 MODES = ("attach", "startup")
 DEFAULT_PROXY_MEMORY = "512Mi"
@@ -55,30 +60,18 @@ APP_COMMAND = ["/usr/bin/fortio"]
 APP_ARGS = ["server", "-M", "8070 http://fortio-server-l2:8080"]
 APP_PORTS = ({"name": "http", "port": 8080}, {"name": "http-m", "port": 8070})
 PROXY_CONTAINER = "istio-proxy"
-# What istio-proxy runs instead of pilot-agent in startup mode; the node-side lldb-server finds it by name.
-PROXY_WAIT_COMMAND = "/usr/bin/sleep"
 INIT_CONTAINER = "istio-init"
+# What istio-proxy runs instead of pilot-agent in startup mode; the node-side lldb-server finds it by name.
+PROXY_WAIT_PROCESS = "sleep"
+# Where the waiting istio-proxy writes the command that starts pilot-agent as the injector would have.
+START_FILE = "/tmp/start-pilot-agent.sh"
+# The injector's own image for a container the pod declares (webhook.go AutoImage).
+INJECTED_IMAGE = "auto"
+# The status port annotation's "no status": the template then renders no readiness or startup probe.
+NO_STATUS_PORT = "0"
+# Hooks that replace whatever the install's template sets (pilot-agent wait, drain), and succeed at once.
+NO_OP_HOOK = {"exec": {"command": ["/bin/true"]}}
 
-# What Istio 1.17's injector writes, for a default install (istiod in istio-system, trust domain
-# cluster.local, default revision, REDIRECT interception, third-party JWTs, mesh concurrency 2).
-STARTUP_ISTIO_MINOR = "1.17"
-ISTIO_CA_ADDR = "istiod.istio-system.svc:15012"
-ISTIO_TRUST_DOMAIN = "cluster.local"
-PILOT_AGENT = "/usr/local/bin/pilot-agent"
-PILOT_AGENT_ARGS = (
-    "--proxyLogLevel=warning", "--proxyComponentLogLevel=misc:error", "--log_output_level=default:info",
-    "--concurrency", "2",
-)
-ISTIO_VOLUME_MOUNTS = (
-    ("workload-socket", "/var/run/secrets/workload-spiffe-uds"),
-    ("credential-socket", "/var/run/secrets/credential-uds"),
-    ("workload-certs", "/var/run/secrets/workload-spiffe-credentials"),
-    ("istiod-ca-cert", "/var/run/secrets/istio"),
-    ("istio-data", "/var/lib/istio/data"),
-    ("istio-envoy", "/etc/istio/proxy"),
-    ("istio-token", "/var/run/secrets/tokens"),
-    ("istio-podinfo", "/etc/istio/pod"),
-)
 
 @dataclass(frozen=True)
 class Workload:
@@ -90,7 +83,6 @@ class Workload:
     proxy_image: pulumi.Input[str]
     app_uid: int
     debugger_ports: DebuggerPorts
-    istio_version: str
     target_node_name: str | None = None
     proxy_memory: str = DEFAULT_PROXY_MEMORY
     proxy_memory_limit: str = DEFAULT_PROXY_MEMORY_LIMIT
@@ -103,15 +95,8 @@ class Workload:
                              "annotation verbatim only then (registry:port/repository@sha256:…)")
         if memory_bytes(self.proxy_memory) > memory_bytes(self.proxy_memory_limit):
             raise ValueError(f"proxy memory request {self.proxy_memory} is above its limit {self.proxy_memory_limit}")
-        if mode == "startup":
-            minor = ".".join(self.istio_version.split(".")[:2])
-            if minor != STARTUP_ISTIO_MINOR:
-                raise ValueError(
-                    f"startup mode writes out Istio {STARTUP_ISTIO_MINOR}'s injected sidecar; istioVersion "
-                    f"{self.istio_version} is not supported (use attach mode)"
-                )
-            if self.app_uid in (0, ISTIO_PROXY_UID):
-                raise ValueError(f"app uid {self.app_uid} must be neither root nor the proxy's {ISTIO_PROXY_UID}")
+        if mode == "startup" and self.app_uid in (0, ISTIO_PROXY_UID):
+            raise ValueError(f"app uid {self.app_uid} must be neither root nor the proxy's {ISTIO_PROXY_UID}")
 
     @property
     def selector(self) -> dict[str, str]:
@@ -124,13 +109,11 @@ def pod_name(workload: str) -> str:
 
 
 def start_command(namespace: str, pod: str) -> str:
-    """The walkthrough's by-hand start of pilot-agent in the waiting istio-proxy (as uid 1337, the
-    container's user; `kubectl exec` gives it the container's env), with a terminal so Ctrl-C stops it."""
-    words = [
-        "kubectl", "-n", namespace, "exec", "-it", pod, "-c", PROXY_CONTAINER, "--",
-        PILOT_AGENT, "proxy", "sidecar", "--domain", f"{namespace}.svc.{ISTIO_TRUST_DOMAIN}", *PILOT_AGENT_ARGS,
-    ]
-    return shlex.join(words)
+    """The walkthrough's by-hand start of pilot-agent in the waiting istio-proxy: the start file the wait
+    wrote from the injector's own arguments, run as the container's user (uid 1337) with its env, with a
+    terminal so Ctrl-C stops it."""
+    return shlex.join(["kubectl", "-n", namespace, "exec", "-it", pod, "-c", PROXY_CONTAINER, "--",
+                       "/bin/sh", START_FILE])
 
 
 def namespace_manifest(namespace: str) -> dict:
@@ -186,95 +169,36 @@ def _statefulset(w: Workload, template_metadata: dict, pod_spec: dict) -> dict:
     }
 
 
-def attach_statefulset(w: Workload) -> dict:
-    """S7: the walkthrough's StatefulSet, injected by Istio with the debug image."""
-    w.check("attach")
-    metadata = {
+def _injected_metadata(w: Workload, annotations: dict | None = None) -> dict:
+    return {
         "annotations": {
             "sidecar.istio.io/proxyImage": w.proxy_image,
             "sidecar.istio.io/inject": "true",
             "sidecar.istio.io/proxyMemoryLimit": w.proxy_memory_limit,
             "sidecar.istio.io/proxyMemory": w.proxy_memory,
+            **(annotations or {}),
         },
         # The label (not only the deprecated annotation) selects the pod for Istio's object webhook, so
         # it is injected in a namespace without the istio-injection label too.
         "labels": {"app.kubernetes.io/name": w.name, **w.selector, "sidecar.istio.io/inject": "true"},
     }
-    spec = {
+
+
+def _pod_spec(w: Workload, containers: list[dict], init_containers: list[dict] | None = None) -> dict:
+    return {
         "restartPolicy": "Always",
-        "containers": [
-            _app_container(),
-            # The injector merges a container of this name into its own; "auto" keeps the injected image.
-            {"name": PROXY_CONTAINER, "image": "auto", "imagePullPolicy": "IfNotPresent"},
-        ],
+        **({"initContainers": init_containers} if init_containers else {}),
+        "containers": containers,
         **_affinity(w.target_node_name),
     }
-    return _statefulset(w, metadata, spec)
 
 
-def _field_env(name: str, path: str) -> dict:
-    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
-
-
-def istio_pod_ports(containers: list[dict]) -> str:
-    """ISTIO_META_POD_PORTS as the 1.17 template writes it: one JSON object per line, comma first."""
-    ports = [{"name": p["name"], "containerPort": p["containerPort"], "protocol": p["protocol"]}
-             for c in containers for p in c.get("ports", [])]
-    lines = [("    " if i == 0 else "    ,") + json.dumps(p, separators=(",", ":")) for i, p in enumerate(ports)]
-    return "\n".join(["[", *lines, "]"])
-
-
-def _proxy_env(w: Workload, app_containers: list[dict]) -> list[dict]:
-    return [
-        {"name": "JWT_POLICY", "value": "third-party-jwt"},
-        {"name": "PILOT_CERT_PROVIDER", "value": "istiod"},
-        {"name": "CA_ADDR", "value": ISTIO_CA_ADDR},
-        _field_env("POD_NAME", "metadata.name"),
-        _field_env("POD_NAMESPACE", "metadata.namespace"),
-        _field_env("INSTANCE_IP", "status.podIP"),
-        _field_env("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-        _field_env("HOST_IP", "status.hostIP"),
-        {"name": "PROXY_CONFIG", "value": "{}\n"},
-        {"name": "ISTIO_META_POD_PORTS", "value": istio_pod_ports(app_containers)},
-        {"name": "ISTIO_META_APP_CONTAINERS", "value": ",".join(c["name"] for c in app_containers)},
-        {"name": "ISTIO_META_CLUSTER_ID", "value": "Kubernetes"},
-        _field_env("ISTIO_META_NODE_NAME", "spec.nodeName"),
-        {"name": "ISTIO_META_INTERCEPTION_MODE", "value": "REDIRECT"},
-        # The webhook names the pod's controller: the StatefulSet.
-        {"name": "ISTIO_META_WORKLOAD_NAME", "value": w.name},
-        {"name": "ISTIO_META_OWNER", "value": f"kubernetes://apis/apps/v1/namespaces/{w.namespace}/statefulsets/{w.name}"},
-        {"name": "ISTIO_META_MESH_ID", "value": ISTIO_TRUST_DOMAIN},
-        {"name": "TRUST_DOMAIN", "value": ISTIO_TRUST_DOMAIN},
-    ]
-
-
-def istio_volumes() -> list[dict]:
-    return [
-        {"name": "workload-socket", "emptyDir": {}},
-        {"name": "credential-socket", "emptyDir": {}},
-        {"name": "workload-certs", "emptyDir": {}},
-        {"name": "istio-envoy", "emptyDir": {"medium": "Memory"}},
-        {"name": "istio-data", "emptyDir": {}},
-        {"name": "istio-podinfo", "downwardAPI": {"items": [
-            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
-            {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
-        ]}},
-        {"name": "istio-token", "projected": {"sources": [
-            {"serviceAccountToken": {"audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}},
-        ]}},
-        {"name": "istiod-ca-cert", "configMap": {"name": "istio-ca-root-cert"}},
-    ]
-
-
-def sidecar_status() -> str:
-    """The sidecar.istio.io/status annotation the 1.17 injector leaves on the pods it injected."""
-    return json.dumps({
-        "initContainers": [INIT_CONTAINER],
-        "containers": [PROXY_CONTAINER],
-        "volumes": [v["name"] for v in istio_volumes()],
-        "imagePullSecrets": None,
-        "revision": "default",
-    }, separators=(",", ":"))
+def attach_statefulset(w: Workload) -> dict:
+    """S7: the walkthrough's StatefulSet, injected by Istio with the debug image."""
+    w.check("attach")
+    # The injector merges a container of this name into its own; "auto" keeps the injected image.
+    proxy = {"name": PROXY_CONTAINER, "image": INJECTED_IMAGE, "imagePullPolicy": "IfNotPresent"}
+    return _statefulset(w, _injected_metadata(w), _pod_spec(w, [_app_container(), proxy]))
 
 
 def debugger_container_ports(ports: DebuggerPorts) -> list[dict]:
@@ -282,85 +206,37 @@ def debugger_container_ports(ports: DebuggerPorts) -> list[dict]:
     return [{"containerPort": port, "name": name, "protocol": "TCP"} for name, port in named]
 
 
-def _proxy_resources(w: Workload) -> dict:
-    """What the injector makes of proxyMemory/proxyMemoryLimit: only the annotated values, no CPU."""
-    return {"requests": {"memory": w.proxy_memory}, "limits": {"memory": w.proxy_memory_limit}}
+def waiting_proxy_override(ports: DebuggerPorts) -> dict:
+    """istio-proxy as the pod declares it in startup mode: what the injector merges over its own sidecar."""
+    return {
+        "name": PROXY_CONTAINER,
+        "image": INJECTED_IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        # No args: the injector's own (`proxy sidecar …`) follow, as the wait's "$@".
+        "command": ["/bin/sh", "-c", script("istio-proxy-wait.sh"), START_FILE],
+        "lifecycle": {"postStart": NO_OP_HOOK, "preStop": NO_OP_HOOK},
+        "ports": debugger_container_ports(ports),
+        # For lldb-server run inside the container as root through the image's sudo (walkthrough S11): ptrace
+        # of Envoy, which is not its child, and sudo's own uid and gid switch, over the template's drop ALL.
+        "securityContext": {
+            "allowPrivilegeEscalation": True,
+            "capabilities": {"add": ["SYS_PTRACE", "SETUID", "SETGID"]},
+            "readOnlyRootFilesystem": False,
+        },
+    }
 
 
 def startup_statefulset(w: Workload) -> dict:
-    """S11: the hand-injected StatefulSet whose istio-proxy waits for the developer to start pilot-agent."""
+    """S11: the injected StatefulSet whose istio-proxy waits for the developer to start pilot-agent."""
     w.check("startup")
     app = _app_container()
     app["securityContext"] = {"runAsUser": w.app_uid, "runAsGroup": w.app_uid, "runAsNonRoot": True}
-    init = {
-        "name": INIT_CONTAINER,
-        "image": w.proxy_image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": init_command(nat_rules(w.debugger_ports.all, app_uid=w.app_uid)),
-        # The 1.17 template gives istio-init the sidecar's resources too.
-        "resources": _proxy_resources(w),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
-            "privileged": False,
-            "readOnlyRootFilesystem": False,
-            "runAsGroup": 0,
-            "runAsNonRoot": False,
-            "runAsUser": 0,
-        },
-    }
-    proxy = {
-        "name": PROXY_CONTAINER,
-        "image": w.proxy_image,
-        "imagePullPolicy": "IfNotPresent",
-        # Waits instead of `pilot-agent proxy sidecar …`; start_command starts it by hand.
-        "command": [PROXY_WAIT_COMMAND],
-        "args": ["infinity"],
-        "env": _proxy_env(w, [app]),
-        "ports": [
-            {"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"},
-            *debugger_container_ports(w.debugger_ports),
-        ],
-        "resources": _proxy_resources(w),
-        "securityContext": {
-            "allowPrivilegeEscalation": True,
-            "capabilities": {"add": ["SYS_PTRACE"]},
-            "privileged": False,
-            "readOnlyRootFilesystem": False,
-            "runAsGroup": ISTIO_PROXY_GID,
-            "runAsNonRoot": True,
-            "runAsUser": ISTIO_PROXY_UID,
-        },
-        "volumeMounts": [{"mountPath": path, "name": name} for name, path in ISTIO_VOLUME_MOUNTS],
-    }
-    metadata = {
-        "annotations": {
-            "kubectl.kubernetes.io/default-container": APP_CONTAINER,
-            "kubectl.kubernetes.io/default-logs-container": APP_CONTAINER,
-            "prometheus.io/path": "/stats/prometheus",
-            "prometheus.io/port": "15020",
-            "prometheus.io/scrape": "true",
-            "sidecar.istio.io/proxyImage": w.proxy_image,
-            "sidecar.istio.io/status": sidecar_status(),
-            "sidecar.istio.io/inject": "false",
-        },
-        "labels": {
-            **w.selector,
-            "app.kubernetes.io/name": w.name,
-            "security.istio.io/tlsMode": "istio",
-            "service.istio.io/canonical-name": w.name,
-            "service.istio.io/canonical-revision": "latest",
-            # Keeps the namespace webhook away (its objectSelector excludes inject=false).
-            "sidecar.istio.io/inject": "false",
-        },
-    }
-    spec = {
-        "restartPolicy": "Always",
-        "initContainers": [init],
-        "containers": [app, proxy],
-        "volumes": istio_volumes(),
-        **_affinity(w.target_node_name),
-    }
+    metadata = _injected_metadata(w, {
+        "status.sidecar.istio.io/port": NO_STATUS_PORT,
+        **excluded_inbound_ports_annotation(w.debugger_ports.all),
+    })
+    spec = _pod_spec(w, [app, waiting_proxy_override(w.debugger_ports)],
+                     [capture_override(INIT_CONTAINER, INJECTED_IMAGE, w.app_uid)])
     return _statefulset(w, metadata, spec)
 
 

@@ -41,7 +41,8 @@ PREBUILT_SANDBOX_ROOT = (
     "/home/prow/.cache/bazel/_bazel_prow/0f1e2d3c/sandbox/processwrapper-sandbox/7/execroot/io_istio_proxy"
 )
 # The builder image Istio 1.17.2's istio/proxy pins (common/scripts/setup_env.sh; ../shared/istio-releases).
-WALKTHROUGH_BUILDER_IMAGE = "gcr.io/istio-testing/build-tools-proxy:release-1.17-80e042c2d3016b759c6c5ebe4e77564a7f43bf2c"
+WALKTHROUGH_BUILDER_IMAGE = (
+    "gcr.io/istio-testing/build-tools-proxy:release-1.17-80e042c2d3016b759c6c5ebe4e77564a7f43bf2c")
 FAKE_IMAGE_DIGEST = "sha256:" + "d" * 64
 FAKE_STRIPPED_BYTES = 187_000_000
 FAKE_SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n"

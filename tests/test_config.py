@@ -188,7 +188,8 @@ def test_derived_defaults_follow_their_sources():
 @pytest.mark.parametrize("version", ["1.16.7", "0.8.0", "1.17", "v1.30.3"])
 def test_releases_before_the_oldest_supported_or_malformed_are_refused(version):
     (found,) = problems(istioVersion=version)
-    assert found.startswith(f'istio-proxy-debug:istioVersion = "{version}": expected a release version x.y.z from 1.17.0')
+    assert found.startswith(
+        f'istio-proxy-debug:istioVersion = "{version}": expected a release version x.y.z from 1.17.0')
 
 
 @pytest.mark.parametrize("version", ["1.17.0", "1.30.3", "1.31.0", "2.0.1"])

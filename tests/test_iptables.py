@@ -1,5 +1,6 @@
-"""S11's traffic capture: the rendered rules against the walkthrough and Istio 1.17, then the init
-container's own command run for real in a pair of network namespaces, with real TCP connections.
+"""S11's traffic capture: the stand-in for istio-iptables (tests/istio_iptables.py) against Istio 1.17's
+table, the network namespaces test_releases.py runs every release's startup istio-init in, and the override's
+checks. The traffic itself is checked per release in test_releases.py.
 
 The network test builds a "pod" and a "peer" namespace joined by a veth (192.0.2.0/24, TEST-NET-1:
 nothing outside these namespaces is ever addressed), runs the startup StatefulSet's istio-init command in
@@ -13,16 +14,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from components.debug_ports import DebuggerPorts
-from components.iptables import init_command, nat_rules
+from components.iptables import capture_override
 from tests.conftest import require_tool
-from tests.test_target import container, manifest, target_evaluation
+from tests.istio_iptables import nat_rules
 
 # --- expected values: the research file and the walkthrough, verbatim ------------------------------
 
@@ -107,44 +107,31 @@ def saved_form(text: str) -> str:
     return "\n".join(re.sub(r"\[(\d+:\d+|\.\.)\]$", "[0:0]", line) for line in lines) + "\n"
 
 
-def test_without_changes_the_rules_are_istio_1_17s_default_capture():
-    assert nat_rules() == saved_form(RESEARCH_DEFAULT)
+ISTIO_DEFAULT_ARGS = ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*",
+                      "-x", "", "-b", "*", "-d", "15090,15021,15020", "--log_output_level=default:info"]
 
 
-def test_the_walkthroughs_rules_for_its_one_debugger_port_and_app_user_1000():
-    assert nat_rules([2159], app_uid=1000) == saved_form(WALKTHROUGH_S11_RULES)
+def test_the_stand_in_gives_istio_1_17s_default_capture_for_its_default_flags():
+    assert nat_rules(ISTIO_DEFAULT_ARGS) == saved_form(RESEARCH_DEFAULT)
 
 
-def test_every_debugger_port_is_excluded_right_after_the_walkthroughs_2159():
-    expected = saved_form(WALKTHROUGH_S11_RULES).replace(
-        "--dport 2159 -j RETURN\n",
-        "".join(f"--dport {p} -j RETURN\n-A ISTIO_INBOUND -p tcp -m tcp " for p in (2159, 2160, 2161, 2162))
-        + "--dport 2163 -j RETURN\n",
-    )
-    assert nat_rules(DebuggerPorts(2159).all, app_uid=1000) == expected
+def test_the_walkthroughs_inbound_exclusion_is_the_flags_own():
+    # The walkthrough added its 2159 after Istio's own exclusions; -d with it does the same.
+    args = [*ISTIO_DEFAULT_ARGS[:-2], "15090,15021,15020,2159", ISTIO_DEFAULT_ARGS[-1]]
+    walkthrough_inbound = [line for line in saved_form(WALKTHROUGH_S11_RULES).splitlines() if "ISTIO_INBOUND" in line]
+    assert [line for line in nat_rules(args).splitlines() if "ISTIO_INBOUND" in line] == walkthrough_inbound
 
 
-@pytest.mark.parametrize(("ports", "app_uid", "message"), [
-    ([0], None, "from 1 to 65535"),
-    ([2159, 2159], None, "must not repeat"),
-    ([15006], None, "Istio's own"),
-    ([15020], None, "Istio's own"),
-    ([], 1337, "proxy's own"),
-    ([], -1, "integer id"),
-])
-def test_bad_values_are_refused(ports, app_uid, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        nat_rules(ports, app_uid=app_uid)
+@pytest.mark.parametrize("flag", [["-m", "TPROXY"], ["-i", "10.0.0.0/8"], ["--run-validation"], ["-k", "eth1"]])
+def test_the_stand_in_refuses_what_it_does_not_emulate(flag):
+    with pytest.raises(SystemExit, match="not emulated"):
+        nat_rules([*ISTIO_DEFAULT_ARGS, *flag])
 
 
-def test_init_command_is_posix_sh_that_shellcheck_accepts(tmp_path):
-    shellcheck = require_tool("shellcheck")
-    command = init_command(nat_rules(DebuggerPorts(2159).all, app_uid=1000))
-    assert command[:2] == ["/bin/sh", "-c"]
-    script = tmp_path / "init.sh"
-    script.write_text(command[2])
-    done = subprocess.run([shellcheck, "--shell=sh", "--severity=style", str(script)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout
+@pytest.mark.parametrize("app_uid", [0, 1337, -1, True, 2**31])
+def test_the_capture_override_refuses_a_uid_it_cannot_narrow_to(app_uid):
+    with pytest.raises(ValueError, match="app uid"):
+        capture_override("istio-init", "auto", app_uid)
 
 
 # --- for real, in network namespaces -----------------------------------------------------------
@@ -229,88 +216,6 @@ class Namespaces:
             process.wait(timeout=10)
         for ns in self.created:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
-
-
-@pytest.fixture(scope="module")
-def startup_init_command() -> list[str]:
-    """istio-init's command as the program renders it for the dev stack in startup mode."""
-    spec = manifest(target_evaluation("mode=startup"), "target-statefulset")["spec"]["template"]["spec"]
-    return container(spec, "istio-init", init=True)["command"]
-
-
-@pytest.fixture(scope="module", params=["legacy", "nft"])
-def pod(request, startup_init_command, tmp_path_factory):
-    """The pod namespace after its init container ran, with listeners on both sides."""
-    require_root()
-    for tool in ("ip", "setpriv", "bash", "timeout", f"iptables-{request.param}-restore",
-                 f"iptables-{request.param}-save"):
-        require_tool(tool)
-    backend = request.param
-    # The image's `iptables-restore`/`iptables-save`, as its alternatives select them.
-    shim = tmp_path_factory.mktemp(f"iptables-{backend}")
-    for tool in ("restore", "save"):
-        (shim / f"iptables-{tool}").symlink_to(shutil.which(f"iptables-{backend}-{tool}"))
-    namespaces = Namespaces(f"{os.getpid()}-{backend}")
-    request.addfinalizer(namespaces.remove)
-    namespaces.create()
-    # As the container runs it: root, with only NET_ADMIN and NET_RAW, no privilege escalation.
-    init = subprocess.run(
-        ["ip", "netns", "exec", namespaces.pod, "setpriv", "--bounding-set=-all,+net_admin,+net_raw",
-         "--inh-caps=-all", "--no-new-privs", "env", f"PATH={shim}:/usr/sbin:/usr/bin:/sbin:/bin",
-         *startup_init_command],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert init.returncode == 0, init.stderr
-    namespaces.init_output = init.stdout
-    namespaces.backend = backend
-    namespaces.listen(namespaces.pod, "pod", [15001, 15006, 8080, *ISTIO_EXCLUDED, *DEBUGGER.all, *NEIGHBOURS])
-    namespaces.listen(namespaces.peer, "peer", [PEER_PORT])
-    return namespaces
-
-
-def without_comments(text: str) -> str:
-    return "".join(line + "\n" for line in text.splitlines() if not line.startswith("#"))
-
-
-def test_iptables_save_in_the_pod_equals_the_rendered_rules(pod):
-    rendered = nat_rules(DEBUGGER.all, app_uid=APP_UID)
-    saved = run("ip", "netns", "exec", pod.pod, f"iptables-{pod.backend}-save", "-t", "nat").stdout
-    assert without_comments(saved) == rendered
-    assert without_comments(pod.init_output) == rendered, "the init container logs the table it applied"
-
-
-def test_the_app_users_outbound_connection_lands_on_envoys_15001(pod):
-    assert pod.connect(pod.pod, PEER_IP, PEER_PORT, user=(APP_UID, APP_UID)) == "pod:15001"
-
-
-@pytest.mark.parametrize(("who", "user"), [
-    ("the proxy user", (PROXY_UID, PROXY_UID)),
-    ("root", None),
-    ("another user", (APP_UID + 1, APP_UID + 1)),
-    ("the app uid with another gid", (APP_UID, APP_UID + 1)),
-    ("another uid with the app gid", (APP_UID + 1, APP_UID)),
-])
-def test_everyone_else_reaches_the_peer_directly(pod, who, user):
-    assert pod.connect(pod.pod, PEER_IP, PEER_PORT, user=user) == f"peer:{PEER_PORT}", who
-
-
-def test_inbound_to_the_app_port_lands_on_envoys_15006(pod):
-    assert pod.connect(pod.peer, POD_IP, 8080) == "pod:15006"
-
-
-@pytest.mark.parametrize("port", DEBUGGER.all)
-def test_inbound_to_each_debugger_port_reaches_its_listener_directly(pod, port):
-    assert pod.connect(pod.peer, POD_IP, port) == f"pod:{port}"
-
-
-@pytest.mark.parametrize("port", ISTIO_EXCLUDED)
-def test_inbound_to_istios_own_ports_is_not_captured(pod, port):
-    assert pod.connect(pod.peer, POD_IP, port) == f"pod:{port}"
-
-
-@pytest.mark.parametrize("port", NEIGHBOURS)
-def test_inbound_next_to_the_debugger_range_is_captured(pod, port):
-    assert pod.connect(pod.peer, POD_IP, port) == "pod:15006"
 
 
 def test_the_namespaces_and_listeners_are_removed_even_after_a_failure():

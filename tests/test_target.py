@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from components.debug_ports import DebuggerPorts
-from components.iptables import nat_rules
 from components.target import (
     Workload,
     attach_statefulset,
@@ -24,7 +23,7 @@ from components.target import (
     start_command,
     startup_statefulset,
 )
-from tests.conftest import evaluate, resource, run_harness
+from tests.conftest import evaluate, resource
 from tests.mock_stack import FAKE_IMAGE_DIGEST as FAKE_DIGEST
 
 # --- the walkthrough, verbatim -------------------------------------------------------------------
@@ -279,7 +278,7 @@ INJECTED_INIT_SECURITY_CONTEXT = {
 # The dev stack (Pulumi.dev.yaml and the project defaults): the walkthrough's lab.
 LAB_IMAGE = f"192.168.122.1:5000/proxyv2@{FAKE_DIGEST}"
 LAB = Workload(namespace="mark", name="fortio-server", proxy_image=LAB_IMAGE, app_uid=1000,
-               debugger_ports=DebuggerPorts(2159), istio_version="1.17.2")
+               debugger_ports=DebuggerPorts(2159))
 PINNED = Workload(**{**LAB.__dict__, "target_node_name": "node-55"})
 
 
@@ -388,95 +387,37 @@ def test_s11_statefulset_metadata_and_selector_as_in_the_walkthrough(walkthrough
         assert startup["spec"][key] == walkthrough_s11["spec"][key]
 
 
-def test_s11_injection_off_with_the_injectors_annotations_and_labels(walkthrough_s11, startup):
-    theirs = walkthrough_s11["spec"]["template"]["metadata"]
-    ours = startup["spec"]["template"]["metadata"]
-    assert ours["annotations"]["sidecar.istio.io/proxyImage"] == LAB_IMAGE
-    assert {k: v for k, v in ours["annotations"].items() if k != "sidecar.istio.io/proxyImage"} == {
-        k: v for k, v in theirs["annotations"].items() if k != "sidecar.istio.io/proxyImage"}
-    assert ours["annotations"]["sidecar.istio.io/inject"] == "false"
-    # The label too: Istio's namespace webhook skips pods labelled sidecar.istio.io/inject=false.
-    assert ours["labels"] == {**theirs["labels"], "sidecar.istio.io/inject": "false"}
+def test_s11_the_clusters_injector_injects_it_without_probes_and_with_the_debugger_ports_excluded(startup):
+    metadata = startup["spec"]["template"]["metadata"]
+    assert metadata["labels"]["sidecar.istio.io/inject"] == "true"
+    annotations = metadata["annotations"]
+    assert annotations["sidecar.istio.io/proxyImage"] == LAB_IMAGE
+    assert annotations["status.sidecar.istio.io/port"] == "0"
+    assert annotations["traffic.sidecar.istio.io/excludeInboundPorts"] == "2159,2160,2161,2162,2163"
+    assert "sidecar.istio.io/status" not in annotations, "the injector writes its own status, not a copy"
 
 
-def test_s11_volumes_and_mounts_are_the_injectors(walkthrough_s11, startup):
-    theirs = walkthrough_s11["spec"]["template"]["spec"]
-    ours = startup["spec"]["template"]["spec"]
-    assert [v["name"] for v in ours["volumes"]] == [v["name"] for v in theirs["volumes"]]
-    status = json.loads(startup["spec"]["template"]["metadata"]["annotations"]["sidecar.istio.io/status"])
-    assert status["volumes"] == [v["name"] for v in ours["volumes"]]
-    for mine, walkthrough in zip(ours["volumes"], theirs["volumes"], strict=True):
-        if len(walkthrough) == 1:  # no source written: the API server defaults it to an emptyDir
-            assert mine == {"name": walkthrough["name"], "emptyDir": {}}
-        else:
-            assert mine == walkthrough
-    assert container(ours, "istio-proxy")["volumeMounts"] == container(theirs, "istio-proxy")["volumeMounts"]
-
-
-def test_s11_proxy_env_is_the_injectors(walkthrough_s11, startup):
-    theirs = env_map(container(walkthrough_s11["spec"]["template"]["spec"], "istio-proxy"))
-    ours = env_map(container(startup["spec"]["template"]["spec"], "istio-proxy"))
-    names = [e["name"] for e in container(startup["spec"]["template"]["spec"], "istio-proxy")["env"]]
-    assert [n for n in names if n in theirs] == list(theirs), "the walkthrough's env, in its order"
-    assert set(ours) - set(theirs) == set(WEBHOOK_OWNER_ENV)
-    for name, value in WEBHOOK_OWNER_ENV.items():
-        assert ours[name] == value
-    for name, value in theirs.items():
-        if name == "ISTIO_META_POD_PORTS":
-            # The walkthrough's app also declared grpc 8079; this app declares the S7 ports only.
-            without_grpc = "\n".join(line for line in value.splitlines() if '"grpc"' not in line)
-            assert ours[name] == without_grpc
-        else:
-            assert ours[name] == value, name
-
-
-def test_s11_proxy_waits_and_nothing_kills_or_holds_the_pod(startup):
+def test_s11_only_overrides_of_the_injectors_containers_no_copy_of_its_spec(startup):
     spec = startup["spec"]["template"]["spec"]
-    proxy = container(spec, "istio-proxy")
-    assert proxy["image"] == LAB_IMAGE
-    assert proxy["command"] == ["/usr/bin/sleep"] and proxy["args"] == ["infinity"]
-    assert "pilot-agent" not in json.dumps(proxy)
-    assert "readinessGates" not in spec
-    for c in spec["containers"] + spec["initContainers"]:
-        for key in ("readinessProbe", "livenessProbe", "startupProbe", "lifecycle"):
-            assert key not in c, f"{c['name']} has a {key}"
+    proxy, init = container(spec, "istio-proxy"), container(spec, "istio-init", init=True)
+    for injected in (proxy, init):
+        assert injected["image"] == "auto"
+        assert not {"args", "volumeMounts", "resources", "securityContext"} & set(init)
+    assert "volumes" not in spec
+    assert "args" not in proxy, "the injector's own pilot-agent arguments follow the wait"
+    assert init["env"] == [{"name": "APP_UID", "value": "1000"}]
 
 
-def test_s11_proxy_may_be_ptraced_with_the_narrowest_privileges(walkthrough_s11, startup):
-    context = container(startup["spec"]["template"]["spec"], "istio-proxy")["securityContext"]
-    theirs = container(walkthrough_s11["spec"]["template"]["spec"], "istio-proxy")["securityContext"]
-    assert context["capabilities"] == {"add": ["SYS_PTRACE"]}
-    assert context["privileged"] is False and theirs["privileged"] is True
-    # As in the walkthrough: uid/gid 1337 (so what `kubectl exec` starts is the proxy user), sudo works.
-    for key in ("runAsUser", "runAsGroup", "runAsNonRoot", "allowPrivilegeEscalation", "readOnlyRootFilesystem"):
-        assert context[key] == theirs[key], key
+def test_s11_proxy_may_be_ptraced_with_the_narrowest_privileges(startup):
+    proxy = container(startup["spec"]["template"]["spec"], "istio-proxy")
+    assert proxy["securityContext"] == {"allowPrivilegeEscalation": True,
+                                        "capabilities": {"add": ["SYS_PTRACE", "SETUID", "SETGID"]},
+                                        "readOnlyRootFilesystem": False}
 
 
-def test_s11_proxy_declares_every_debugger_port(walkthrough_s11, startup):
-    ports = container(startup["spec"]["template"]["spec"], "istio-proxy")["ports"]
-    theirs = container(walkthrough_s11["spec"]["template"]["spec"], "istio-proxy")["ports"]
-    assert ports[0] == theirs[0]  # 15090 http-envoy-prom
-    assert [p["containerPort"] for p in ports[1:]] == [2159, 2160, 2161, 2162, 2163]
-    assert all(p["protocol"] == "TCP" for p in ports)
-
-
-def test_s11_proxy_resources_are_what_the_injector_makes_of_the_memory_annotations(startup):
-    spec = startup["spec"]["template"]["spec"]
-    expected = {"requests": {"memory": "512Mi"}, "limits": {"memory": "4Gi"}}
-    assert container(spec, "istio-proxy")["resources"] == expected
-    assert container(spec, "istio-init", init=True)["resources"] == expected
-
-
-def test_s11_init_container_applies_the_walkthroughs_rules_as_root_with_net_admin_and_net_raw(startup):
-    init = container(startup["spec"]["template"]["spec"], "istio-init", init=True)
-    assert init["image"] == LAB_IMAGE
-    assert init["securityContext"] == INJECTED_INIT_SECURITY_CONTEXT
-    command = init["command"]
-    assert command[:2] == ["/bin/sh", "-c"] and len(command) == 3
-    # The rules themselves are checked against the walkthrough in tests/test_iptables.py; here, that
-    # these are the ones the script feeds to iptables-restore.
-    assert "iptables-restore <<'RULES'\n" + nat_rules((2159, 2160, 2161, 2162, 2163), 1000) + "RULES\n" in (
-        command[2])
+def test_s11_proxy_declares_every_debugger_port(startup):
+    proxy = container(startup["spec"]["template"]["spec"], "istio-proxy")
+    assert [p["containerPort"] for p in proxy["ports"]] == [2159, 2160, 2161, 2162, 2163]
 
 
 def test_s11_app_runs_as_the_app_user(startup):
@@ -486,27 +427,25 @@ def test_s11_app_runs_as_the_app_user(startup):
     assert startup["spec"]["template"]["spec"]["containers"][0]["name"] == "main-app", "the app comes first"
 
 
-def test_s11_start_command_is_the_walkthroughs_as_kubectl_exec():
-    expected = ["kubectl", "-n", "mark", "exec", "-it", "fortio-server-0", "-c", "istio-proxy", "--",
-                *shlex.split(WALKTHROUGH_START.replace("${POD_NAMESPACE}", "mark"))]
-    assert shlex.split(start_command("mark", "fortio-server-0")) == expected
+def test_s11_start_command_runs_the_start_file_in_the_proxy_container():
+    assert shlex.split(start_command("mark", "fortio-server-0")) == [
+        "kubectl", "-n", "mark", "exec", "-it", "fortio-server-0", "-c", "istio-proxy", "--",
+        "/bin/sh", "/tmp/start-pilot-agent.sh"]
 
 
 def test_app_uid_and_debugger_ports_follow_the_values():
     w = Workload(**{**LAB.__dict__, "app_uid": 4242, "debugger_ports": DebuggerPorts(3000)})
-    spec = startup_statefulset(w)["spec"]["template"]["spec"]
-    assert container(spec, "main-app")["securityContext"]["runAsUser"] == 4242
-    script = container(spec, "istio-init", init=True)["command"][2]
-    assert "! --uid-owner 4242 " in script and "! --gid-owner 4242 " in script
-    assert [f"--dport {p} " in script for p in (3000, 3001, 3002, 3003, 3004)] == [True] * 5
-    assert "--dport 2159 " not in script
+    template = startup_statefulset(w)["spec"]["template"]
+    assert container(template["spec"], "main-app")["securityContext"]["runAsUser"] == 4242
+    assert container(template["spec"], "istio-init", init=True)["env"] == [{"name": "APP_UID", "value": "4242"}]
+    assert template["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeInboundPorts"] == (
+        "3000,3001,3002,3003,3004")
 
 
 @pytest.mark.parametrize(("change", "mode", "message"), [
     ({"proxy_image": "proxyv2:1.17.2-debug"}, "attach", "must contain '/'"),
     ({"proxy_memory": "lots"}, "attach", "not a memory quantity"),
     ({"proxy_memory": "8Gi", "proxy_memory_limit": "4Gi"}, "startup", "above its limit"),
-    ({"istio_version": "1.18.0"}, "startup", "not supported"),
     ({"app_uid": 1337}, "startup", "neither root nor the proxy"),
 ])
 def test_bad_values_are_refused_with_the_reason(change, mode, message):
@@ -514,10 +453,6 @@ def test_bad_values_are_refused_with_the_reason(change, mode, message):
     build = attach_statefulset if mode == "attach" else startup_statefulset
     with pytest.raises(ValueError, match=re.escape(message)):
         build(w)
-
-
-def test_attach_mode_does_not_care_about_the_istio_version():
-    assert attach_statefulset(Workload(**{**LAB.__dict__, "istio_version": "1.20.1"}))
 
 
 # --- Kubernetes schema and the API server's own checks ------------------------------------------
@@ -614,7 +549,7 @@ def test_startup_mode_under_mocks_creates_the_s11_statefulset_and_the_start_comm
     assert evaluation["outputs"]["podName"] == "fortio-server-0"
     assert shlex.split(evaluation["outputs"]["startCommand"]) == [
         "kubectl", "-n", "mark", "exec", "-it", "fortio-server-0", "-c", "istio-proxy", "--",
-        *shlex.split(WALKTHROUGH_START.replace("${POD_NAMESPACE}", "mark"))]
+        "/bin/sh", "/tmp/start-pilot-agent.sh"]
 
 
 def test_existing_namespace_is_used_not_created():
@@ -631,14 +566,10 @@ def test_the_config_values_reach_the_startup_pod():
     evaluation = target_evaluation("mode=startup", "appUid=2000", "lldbServerPort=3100", "registryPort=5001")
     spec = manifest(evaluation, "target-statefulset")["spec"]["template"]["spec"]
     assert container(spec, "main-app")["securityContext"]["runAsUser"] == 2000
-    assert container(spec, "istio-proxy")["image"] == f"192.168.122.1:5001/proxyv2@{FAKE_DIGEST}"
-    script = container(spec, "istio-init", init=True)["command"][2]
-    assert "--dport 3104 -j RETURN" in script and "! --uid-owner 2000 -j RETURN" in script
+    template = manifest(evaluation, "target-statefulset")["spec"]["template"]
+    assert template["metadata"]["annotations"]["sidecar.istio.io/proxyImage"] == (
+        f"192.168.122.1:5001/proxyv2@{FAKE_DIGEST}")
+    assert template["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeInboundPorts"].endswith(",3104")
+    assert container(spec, "istio-init", init=True)["env"] == [{"name": "APP_UID", "value": "2000"}]
 
-
-def test_an_unsupported_istio_version_in_startup_mode_stops_the_program_with_the_reason():
-    done = run_harness("dev", "mode=startup", "istioVersion=1.18.3")
-    assert done.returncode != 0
-    assert "istio-proxy-debug:mode = \"startup\": expected attach with istioVersion 1.18.3: startup mode writes out "\
-        "Istio 1.17's injected sidecar" in done.stderr
 
