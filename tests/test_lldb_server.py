@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -52,7 +53,10 @@ def binaries(tmp_path_factory) -> dict[str, Path]:
     shutil.copy2(server, image_bin / "lldb-server")
     for alias in server.parent.glob("lldb-server-*"):
         (image_bin / alias.name).symlink_to("lldb-server")
-    return {"elf": elf, "envoy": stripped, "image_bin": image_bin}
+    # The pod sandbox's process: anything that only waits, under the name ps shows for containerd's.
+    pause = work / "pause"
+    shutil.copy2(shutil.which("sleep"), pause)
+    return {"elf": elf, "envoy": stripped, "image_bin": image_bin, "pause": pause}
 
 
 @pytest.fixture
@@ -107,6 +111,78 @@ def pod(hostname: str, binaries: dict, *, with_lldb_server: bool = True, process
     finally:
         proc.kill()
         proc.wait()
+
+
+def children(pid: int, name: str) -> list[int]:
+    done = subprocess.run(["pgrep", "-P", str(pid), "-x", name], capture_output=True, text=True)
+    return [int(p) for p in done.stdout.split()]
+
+
+@contextlib.contextmanager
+def sandboxed_pod(hostname: str, binaries: dict, *, native_sidecar: bool) -> Iterator[dict[str, dict[str, int]]]:
+    """The pod as containerd runs it without shareProcessNamespace: a sandbox whose pause process holds the
+    pod's UTS namespace (hostname = pod name), and containers that join it but each have their own PID and
+    mount namespaces. Only istio-proxy's has the debug image's lldb-server; main-app runs `sleep infinity`
+    and a decoy `envoy`, so the pod has two envoys with its hostname. A native sidecar (an init container
+    with restartPolicy: Always) starts before the app container, a regular one after it. Yields each
+    container's node pids by process name."""
+    image = os.path.dirname(IMAGE_LLDB_SERVER)
+    proxy = (f"mount -t tmpfs tmpfs /opt && mkdir -p {image} && cp -a {binaries['image_bin']}/. {image}/ && "
+             f"{{ {binaries['envoy']} & }} && wait")
+    # The app image's own root: no lldb-server in it, whatever the node has at that path.
+    app = f"mount -t tmpfs tmpfs /opt && {{ sleep infinity & }} && {{ {binaries['envoy']} & }} && wait"
+    containers = [("istio-proxy", proxy, ["envoy"]), ("main-app", app, ["sleep", "envoy"])]
+    if not native_sidecar:
+        containers.reverse()
+    started: list[subprocess.Popen] = []
+    found: dict[str, dict[str, int]] = {}
+
+    def start(name: str, args: list[str], processes: list[str]) -> None:
+        """Runs one unshare and waits for its processes: the children of its bash, the namespace's init."""
+        unshared = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(unshared)
+        deadline = time.monotonic() + 10
+        while True:
+            found[name] = {p: pid for init in children(unshared.pid, "bash") for p in processes
+                           for pid in children(init, p)}
+            if len(found[name]) == len(processes):
+                return
+            assert unshared.poll() is None and time.monotonic() < deadline, f"the {name} container did not start"
+            time.sleep(0.05)
+
+    try:
+        start("sandbox", ["unshare", "--uts", "--pid", "--mount", "--mount-proc", "--kill-child", "--", "bash", "-c",
+                          f"hostname {hostname} && {{ {binaries['pause']} infinity & }} && wait"], ["pause"])
+        for name, script, processes in containers:
+            start(name, ["nsenter", "-t", str(found["sandbox"]["pause"]), "-u", "--",
+                         "unshare", "--pid", "--mount", "--mount-proc", "--kill-child", "--", "bash", "-c", script],
+                  processes)
+        yield found
+    finally:
+        # Killing a PID namespace's init kills the rest of the namespace before the init itself exits; unshare
+        # then reaps it and exits, so nothing is left behind, not even a zombie for the node's init to reap.
+        for unshared in reversed(started):
+            inits = children(unshared.pid, "bash")
+            for init in inits:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(init, signal.SIGKILL)
+            if not inits:
+                unshared.kill()
+            try:
+                unshared.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                unshared.kill()
+                unshared.wait()
+
+
+def namespace(pid: int, kind: str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/{kind}")
+
+
+def ns_pid(pid: int) -> int:
+    """The pid as the process's own PID namespace sees it."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1])
 
 
 def pids(name: str) -> list[int]:
@@ -178,6 +254,38 @@ def test_create_then_lldb_attaches_through_the_firewall_with_the_stacks_own_init
         assert delete(node, inputs).returncode == 0
     assert server_groups(outputs["debuggerPorts"][0]) == set()
     assert not (node["run"] / "istio-proxy-debug").exists(), "delete leaves no pidfile, log or folder"
+
+
+@pytest.mark.parametrize("native_sidecar", [False, True], ids=["sidecar", "native-sidecar"])
+def test_create_picks_the_proxys_envoy_among_the_pods_containers_and_lldb_attaches(node, binaries, native_sidecar):
+    """Whichever container starts first, the envoy is the one beside the debug image's lldb-server: the app
+    container's envoy has the pod's hostname too, and only istio-proxy's PID namespace has the real one."""
+    inputs, outputs = rendered()
+    firewall(node, outputs["debuggerPorts"])
+    with sandboxed_pod(POD, binaries, native_sidecar=native_sidecar) as containers:
+        envoy, decoy = containers["istio-proxy"]["envoy"], containers["main-app"]["envoy"]
+        assert namespace(envoy, "uts") == namespace(decoy, "uts") == namespace(containers["sandbox"]["pause"], "uts")
+        assert namespace(envoy, "pid") != namespace(decoy, "pid") and namespace(envoy, "mnt") != namespace(decoy, "mnt")
+        done = create(node, inputs)
+        assert done.returncode == 0, done.stderr
+        assert f"(node pid {envoy})" in done.stderr, done.stderr
+        nspid = int(done.stdout.strip())
+        assert nspid == ns_pid(envoy) != envoy, "the pid as istio-proxy sees it, not as the node does"
+        transcript = lldb_on_node(node, [
+            *init_commands(outputs),
+            f"target create {binaries['elf']}",
+            f"process attach --pid {nspid}",
+            "bt",
+            "detach",
+        ])
+        text = transcript.stdout + transcript.stderr
+        assert "error:" not in text, text
+        assert f"Process {nspid} stopped" in text, text
+        assert f"demo::wait_for_debugger() at prog.cc:{source_line('parked here')}" in text, text
+        assert delete(node, inputs).returncode == 0
+    assert server_groups(outputs["debuggerPorts"][0]) == set()
+    assert not [pid for c in containers.values() for pid in c.values() if Path(f"/proc/{pid}").exists()], (
+        "the pod's processes are all gone, none left as a zombie")
 
 
 def test_the_firewall_really_closes_other_ports(node):
