@@ -183,8 +183,9 @@ def status_port_zero(spec: dict, excluded_inbound_ports: str) -> dict:
     The template (manifests/charts/istio-control/istio-discovery/files/injection-template.yaml) wraps the
     proxy's startupProbe and readinessProbe in `if ne (annotation … status.sidecar.istio.io/port …) "0"`, and
     writes istio-init's `-d` as "15090,15021,{{ excludeInboundPort statusPort excludeInboundPorts }}", which is
-    the annotation's ports alone when the status port is 0 (template.go). Read at 1.17.2, 1.19.10, 1.24.6,
-    1.27.9 and 1.30.3; the golden files hold no pod with these annotations.
+    the annotation's ports alone when the status port is 0 (template.go `excludeInboundPort`). Read at every
+    release tag in tests/data/istio-releases: each probe of the proxy lies inside that condition. The golden
+    files hold no pod with these annotations, so this is the one step not checked against them.
     """
     spec = copy.deepcopy(spec)
     for container in [*spec.get("containers", []), *spec.get("initContainers", [])]:

@@ -3,6 +3,7 @@ renders them (script text and environment taken from the program evaluated under
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -90,7 +91,7 @@ def test_prepare_clones_at_the_tag_on_a_branch_named_after_it(tmp_path, origin):
     done = prepare(tmp_path, origin)
     assert done.returncode == 0, done.stderr
     source = tmp_path / "istio-testing" / "work"
-    assert done.stdout == git(origin, "rev-parse", "1.17.2^{commit}") + "\n"
+    assert done.stdout == git(origin, "rev-parse", "1.17.2^{commit}") + "\n\n", "and no builder image pinned"
     assert git(source, "symbolic-ref", "HEAD") == "refs/heads/1.17.2"
     assert (tmp_path / "istio-testing" / "home" / ".cache").is_dir()
     assert (tmp_path / "istio-testing" / "registry").is_dir()
@@ -115,12 +116,63 @@ def test_prepare_checks_out_a_new_tag_and_keeps_the_old_branch(tmp_path, origin)
     patched = git(source, "rev-parse", "HEAD")
     done = prepare(tmp_path, origin, tag="1.17.3")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == git(origin, "rev-parse", "1.17.3^{commit}")
+    assert done.stdout.splitlines()[0] == git(origin, "rev-parse", "1.17.3^{commit}")
     assert (source / "BUILD").read_text() == "envoy 1.17.3\n"
     assert git(source, "rev-parse", "refs/heads/1.17.2") == patched, "the old branch and its commits are kept"
     back = prepare(tmp_path, origin, tag="1.17.2")
     assert back.returncode == 0, back.stderr
-    assert back.stdout.strip() == patched
+    assert back.stdout.splitlines()[0] == patched
+
+
+# The two ways istio/proxy's common/scripts/setup_env.sh has named the builder image (the lines as the source
+# writes them: 1.17 names gcr.io itself, 1.30 its TOOLS_REGISTRY_PROVIDER and PROJECT_ID), with each release's
+# pinned IMAGE_VERSION from tests/data/istio-releases, and lines that must never be evaluated.
+SETUP_ENV_1_17 = """#!/bin/bash
+if [[ "${IMAGE_VERSION:-}" == "" ]]; then
+  IMAGE_VERSION=release-1.17-80e042c2d3016b759c6c5ebe4e77564a7f43bf2c
+fi
+if [[ "${IMAGE_NAME:-}" == "" ]]; then
+  IMAGE_NAME=build-tools
+fi
+DOCKER_GID="${DOCKER_GID:-$(grep '^docker:' /etc/group | cut -f3 -d:)}"
+IMG="${IMG:-gcr.io/istio-testing/${IMAGE_NAME}:${IMAGE_VERSION}}"
+"""
+SETUP_ENV_1_30 = """#!/bin/bash
+TOOLS_REGISTRY_PROVIDER=${TOOLS_REGISTRY_PROVIDER:-registry.istio.io}
+PROJECT_ID=${PROJECT_ID:-testing}
+if [[ "${IMAGE_VERSION:-}" == "" ]]; then
+  IMAGE_VERSION=release-1.30-ad8991a47cf3c61799caa5569b9458d95eb612f2
+fi
+IMG="${IMG:-${TOOLS_REGISTRY_PROVIDER}/${PROJECT_ID}/${IMAGE_NAME}:${IMAGE_VERSION}}"
+if [[ "${LATEST_CACHED_IMAGE:-}" != "" ]]; then
+  IMG="$(<<<"$latest" cut -d~ -f2)"
+fi
+"""
+
+
+@pytest.mark.parametrize(("setup_env", "expected"), [
+    (SETUP_ENV_1_17, "gcr.io/istio-testing/build-tools-proxy:release-1.17-80e042c2d3016b759c6c5ebe4e77564a7f43bf2c"),
+    (SETUP_ENV_1_30,
+     "registry.istio.io/testing/build-tools-proxy:release-1.30-ad8991a47cf3c61799caa5569b9458d95eb612f2"),
+])
+def test_prepare_reports_the_builder_image_the_checkout_pins(tmp_path, origin, setup_env, expected):
+    (origin / "common" / "scripts").mkdir(parents=True)
+    (origin / "common" / "scripts" / "setup_env.sh").write_text(setup_env)
+    (origin / "Makefile.overrides.mk").write_text("BUILD_WITH_CONTAINER ?= 0\nIMAGE_NAME ?= build-tools-proxy\n")
+    git(origin, "add", ".")
+    git(origin, "commit", "-qm", "pin the builder")
+    git(origin, "tag", "1.99.0")
+    done = prepare(tmp_path, origin, tag="1.99.0")
+    assert done.returncode == 0, done.stderr
+    commit, image = done.stdout.splitlines()
+    assert commit == git(origin, "rev-parse", "1.99.0^{commit}")
+    assert image == expected
+    # The tag is the one the release's own facts name (../shared/istio-releases manifest.json).
+    release = expected.split(":release-")[1].split("-")[0]
+    facts = ROOT / "tests" / "data" / "istio-releases"
+    manifests = [json.loads(m.read_text()) for m in facts.glob("*/manifest.json")]
+    assert any(m["builderImage"].endswith(":" + image.split(":", 1)[1]) and m["istioVersion"].startswith(release)
+               for m in manifests)
 
 
 def test_prepare_refuses_a_checkout_that_would_lose_changes(tmp_path, origin):

@@ -51,8 +51,10 @@ git rev-parse HEAD
 # project, IMAGE_VERSION) and Makefile.overrides.mk's IMAGE_NAME. Only plain assignments are evaluated, in an
 # empty environment, so nothing of this machine (and no command of the file) goes into the name.
 image_name=$(sed -n 's/^IMAGE_NAME[[:space:]]*?=[[:space:]]*\([^[:space:]]*\).*/\1/p' Makefile.overrides.mk 2>/dev/null |
-  head -n1)
+  head -n1 || true)
+# shellcheck disable=SC2016 # the patterns are literal: lines with a command substitution are left out
 assignments=$(grep -E '^(TOOLS_REGISTRY_PROVIDER|PROJECT_ID|IMG)=|^[[:space:]]*IMAGE_VERSION=' \
   common/scripts/setup_env.sh 2>/dev/null | grep -v -e '\$(' -e '`' || true)
+# shellcheck disable=SC2016 # expanded by the inner bash, in its empty environment
 env -i IMAGE_NAME="${image_name:-build-tools}" ASSIGNMENTS="$assignments" /bin/bash -c \
   'eval "$ASSIGNMENTS"; if [ -n "${IMAGE_VERSION:-}" ]; then printf "%s\n" "${IMG:-}"; else echo; fi'
