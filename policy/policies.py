@@ -10,8 +10,9 @@
    builder (its `builder` container, for bazel's sandbox); the target never is (startup mode adds
    SYS_PTRACE instead, components/target.py), nor is code-server (it ptraces nothing).
 3. `debug-image-by-digest`: the pod runs exactly the debug image that was pushed: the
-   `sidecar.istio.io/proxyImage` annotation, and in startup mode the istio-proxy and istio-init
-   containers, name it `…@sha256:<digest>`.
+   `sidecar.istio.io/proxyImage` annotation names it `…@sha256:<digest>`, and an istio-proxy or istio-init
+   the pod declares itself (startup mode's overrides) names it too, or `auto` (the injector's, from that
+   annotation) when the pod is injected.
 
 Only pure functions and the policy objects live here; policy/__main__.py builds the pack, which starts
 a gRPC server, so tests import this module alone. Resource properties arrive as the engine sends them:
@@ -413,7 +414,7 @@ def _validate_privileged(args: ResourceValidationArgs, report_violation: ReportV
 
 PROXY_IMAGE_ANNOTATION = "sidecar.istio.io/proxyImage"
 INJECT_KEY = "sidecar.istio.io/inject"
-# The containers the injector adds, and that startup mode writes out itself with the debug image.
+# The containers the injector adds, and that the pod may declare itself (merged into the injected ones).
 SIDECAR_CONTAINERS = ("istio-proxy", "istio-init")
 # What the pod spec names when the injector is to fill in its own image (from proxyImage).
 INJECTED_IMAGE = "auto"
@@ -481,7 +482,7 @@ PRIVILEGED_POLICY = ResourceValidationPolicy(
 DIGEST_POLICY = ResourceValidationPolicy(
     name="debug-image-by-digest",
     description="The target pod names the debug image by digest: the proxyImage annotation, and istio-proxy and "
-                "istio-init when they are written out.",
+                "istio-init when the pod declares them (or auto, when it is injected).",
     enforcement_level=EnforcementLevel.MANDATORY,
     validate=_validate_digest,
 )

@@ -277,7 +277,8 @@ def test_startup_mode_ptraces_without_privilege():
     statefulset = copy.deepcopy(resource(program("startup"), "target-statefulset")["inputs"])
     spec = statefulset["spec"]["template"]["spec"]
     proxy = next(c for c in spec["containers"] if c["name"] == "istio-proxy")
-    assert proxy["securityContext"]["capabilities"]["add"] == ["SYS_PTRACE"]
+    # SYS_PTRACE for lldb-server, SETUID and SETGID for the image's sudo (the template drops ALL).
+    assert proxy["securityContext"]["capabilities"]["add"] == ["SYS_PTRACE", "SETUID", "SETGID"]
     assert violations(PRIVILEGED, "kubernetes:apps/v1:StatefulSet", statefulset) == []
     proxy["securityContext"]["privileged"] = True
     assert violations(PRIVILEGED, "kubernetes:apps/v1:StatefulSet", statefulset)
@@ -320,22 +321,30 @@ def test_attach_mode_istio_proxy_may_only_say_auto_or_a_digest():
     assert violations(DIGEST, "kubernetes:apps/v1:StatefulSet", props)
 
 
-def test_startup_mode_runs_istio_proxy_and_istio_init_by_digest():
+def test_startup_mode_leaves_istio_proxy_and_istio_init_to_the_injectors_debug_image():
     props = statefulset("startup")
     spec = props["spec"]["template"]["spec"]
     assert {c["name"]: c["image"] for c in spec["containers"] + spec["initContainers"]
-            if c["name"] in policies.SIDECAR_CONTAINERS} == {"istio-proxy": DIGEST_REF, "istio-init": DIGEST_REF}
+            if c["name"] in policies.SIDECAR_CONTAINERS} == {"istio-proxy": "auto", "istio-init": "auto"}
+    assert props["spec"]["template"]["metadata"]["annotations"]["sidecar.istio.io/proxyImage"] == DIGEST_REF
     assert violations(DIGEST, "kubernetes:apps/v1:StatefulSet", props) == []
 
 
 @pytest.mark.parametrize("field,name", [("containers", "istio-proxy"), ("initContainers", "istio-init")])
-@pytest.mark.parametrize("image", ["192.168.122.1:5000/proxyv2:debug", "auto"])
-def test_startup_mode_sidecar_containers_by_tag_fail(field, name, image):
+def test_startup_mode_sidecar_containers_by_tag_fail(field, name):
     props = statefulset("startup")
     container = next(c for c in props["spec"]["template"]["spec"][field] if c["name"] == name)
-    container["image"] = image  # "auto": nobody injects this pod, so nobody replaces it
+    container["image"] = "192.168.122.1:5000/proxyv2:debug"
     found = violations(DIGEST, "kubernetes:apps/v1:StatefulSet", props)
     assert len(found) == 1 and repr(name) in found[0]
+
+
+@pytest.mark.parametrize("field,name", [("containers", "istio-proxy"), ("initContainers", "istio-init")])
+def test_auto_without_injection_fails(field, name):
+    props = statefulset("startup")
+    props["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"] = "false"
+    found = violations(DIGEST, "kubernetes:apps/v1:StatefulSet", props)
+    assert any(repr(name) in problem and "'auto'" in problem for problem in found), found  # nobody replaces it
 
 
 def test_workloads_without_istio_containers_are_not_the_digest_policys_business():

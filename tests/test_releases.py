@@ -262,6 +262,47 @@ def test_the_start_file_keeps_arguments_with_quotes_and_spaces(tmp_path):
     assert (tmp_path / "bin" / "started").read_text().split("\0")[:-1] == odd
 
 
+def bounding_set(security_context: dict) -> str:
+    """setpriv's --bounding-set for a container's capabilities (the merged drop ALL leaves only the adds)."""
+    capabilities = security_context.get("capabilities", {})
+    assert capabilities.get("drop") == ["ALL"], "every release's template drops ALL from istio-proxy"
+    return ",".join(["-all", *(f"+{c.lower()}" for c in capabilities.get("add", []))])
+
+
+@pytest.mark.parametrize(("release", "form"), FORM_CASES, ids=FORM_IDS)
+def test_the_images_sudo_gets_root_with_ptrace_in_the_waiting_proxy(release, form, tmp_path):
+    """Walkthrough S11 runs lldb-server in istio-proxy through the image's passwordless sudo: with the merged
+    security context (as uid 1337, privilege escalation allowed), sudo becomes root with CAP_SYS_PTRACE; with
+    the template's own capabilities alone it cannot."""
+    require_root()
+    require_tool("sudo")
+    _, pod = startup_pod(release, form)
+    context = named(pod["spec"], PROXY_CONTAINER)["securityContext"]
+    assert context["allowPrivilegeEscalation"] is True and context["runAsUser"] == PROXY_UID
+    # The image's user: istio-proxy, uid 1337, in passwd, group and shadow, with NOPASSWD sudo.
+    etc = {"passwd": "istio-proxy:x:1337:1337::/home/istio-proxy:/bin/sh\n", "group": "istio-proxy:x:1337:\n",
+           "shadow": "istio-proxy:*:19000:0:99999:7:::\n"}
+    mounts = []
+    for name, line in etc.items():
+        (tmp_path / name).write_text(Path(f"/etc/{name}").read_text() + line)
+        mounts.append(f"mount --bind {tmp_path / name} /etc/{name}")
+    (tmp_path / "sudoers").write_text("istio-proxy ALL=(ALL) NOPASSWD: ALL\n")
+    (tmp_path / "sudoers").chmod(0o440)
+    mounts.append(f"mount --bind {tmp_path / 'sudoers'} /etc/sudoers")
+
+    def sudo(bounding: str) -> subprocess.CompletedProcess:
+        inner = (f"exec setpriv --reuid {PROXY_UID} --regid {PROXY_UID} --clear-groups --bounding-set={bounding} "
+                 "--inh-caps=-all sudo -n sh -c 'id -u; grep ^CapEff /proc/self/status'")
+        return subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                               " && ".join([*mounts, inner])], capture_output=True, text=True, timeout=30)
+
+    done = sudo(bounding_set(context))
+    assert done.stdout.splitlines()[0] == "0", done.stderr
+    effective = int(done.stdout.split("CapEff:")[1].split()[0], 16)
+    assert effective & (1 << 19), "CAP_SYS_PTRACE"
+    assert sudo("-all,+sys_ptrace").stdout == "", "the template's drop ALL alone leaves sudo powerless"
+
+
 @pytest.mark.parametrize("name", ["istio-proxy-wait.sh", "istio-init-capture.sh"])
 def test_the_container_scripts_are_posix_sh_that_shellcheck_accepts(name):
     shellcheck = require_tool("shellcheck")
