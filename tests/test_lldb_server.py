@@ -227,6 +227,20 @@ def lldb_on_node(node: dict, commands: list[str], timeout: float = 120) -> subpr
     return on_node(node, f"lldb --batch --no-lldbinit {args}", timeout=timeout)
 
 
+def attach_and_backtrace(node: dict, outputs: dict, binaries: dict, nspid: int) -> str:
+    """The real lldb on the node, with the stack's init commands: attach to the pid, backtrace, detach."""
+    transcript = lldb_on_node(node, [
+        *init_commands(outputs),
+        f"target create {binaries['elf']}",
+        f"process attach --pid {nspid}",
+        "bt",
+        "detach",
+    ])
+    text = transcript.stdout + transcript.stderr
+    assert "error:" not in text, text
+    return text
+
+
 # --- attach mode -----------------------------------------------------------------------------------------
 
 
@@ -239,15 +253,7 @@ def test_create_then_lldb_attaches_through_the_firewall_with_the_stacks_own_init
         nspid = int(done.stdout.strip())
         host_pids = [pid for pid in pids("envoy") if in_uts(pid, POD)]
         assert nspid not in host_pids, "the pid as the pod sees it, not as the node does"
-        transcript = lldb_on_node(node, [
-            *init_commands(outputs),
-            f"target create {binaries['elf']}",
-            f"process attach --pid {nspid}",
-            "bt",
-            "detach",
-        ])
-        text = transcript.stdout + transcript.stderr
-        assert "error:" not in text, text
+        text = attach_and_backtrace(node, outputs, binaries, nspid)
         assert f"connect://127.0.0.1:{outputs['debuggerPorts'][0]}" in text
         assert f"demo::wait_for_debugger() at prog.cc:{source_line('parked here')}" in text, text
         assert f"demo::handle_request(n=1) at prog.cc:{source_line('called here')}" in text, text
@@ -271,15 +277,7 @@ def test_create_picks_the_proxys_envoy_among_the_pods_containers_and_lldb_attach
         assert f"(node pid {envoy})" in done.stderr, done.stderr
         nspid = int(done.stdout.strip())
         assert nspid == ns_pid(envoy) != envoy, "the pid as istio-proxy sees it, not as the node does"
-        transcript = lldb_on_node(node, [
-            *init_commands(outputs),
-            f"target create {binaries['elf']}",
-            f"process attach --pid {nspid}",
-            "bt",
-            "detach",
-        ])
-        text = transcript.stdout + transcript.stderr
-        assert "error:" not in text, text
+        text = attach_and_backtrace(node, outputs, binaries, nspid)
         assert f"Process {nspid} stopped" in text, text
         assert f"demo::wait_for_debugger() at prog.cc:{source_line('parked here')}" in text, text
         assert delete(node, inputs).returncode == 0
