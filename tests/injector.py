@@ -196,3 +196,13 @@ def status_port_zero(spec: dict, excluded_inbound_ports: str) -> dict:
             args = container["args"]
             args[args.index("-d") + 1] = f"15090,15021,{excluded_inbound_ports}"
     return spec
+
+
+def with_proxy_image(spec: dict, image: str) -> dict:
+    """What the template renders for `sidecar.istio.io/proxyImage: <image>` (an image with "/"): that image for
+    every container it injects (tests/test_releases.py checks this on the release's golden files)."""
+    spec = copy.deepcopy(spec)
+    for container in [*spec.get("containers", []), *spec.get("initContainers", [])]:
+        if container["name"] in INJECTED:
+            container["image"] = image
+    return spec

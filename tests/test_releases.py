@@ -3,7 +3,8 @@ forms, checked against that release's own sources and golden injections.
 
 1. The injector's merge (tests/injector.py) is first proven to be the injector's: it reproduces each
    `proxy-override*` golden output from its input and the plain injection of the same release and form.
-2. The stack evaluates (under mocks) with the release's manifest as what its checkout says.
+2. The stack evaluates (under mocks) with the release's manifest as what its checkout says; in attach mode the
+   injector runs the debug image (proxyImage, checked on the golden files) as the proxy in either form.
 3. The startup pod a cluster of that release runs is computed the injector's way: the stack's own pod spec
    merged into the release's golden injection (a regular sidecar and, where the release has them, a native
    one). In it istio-proxy waits with nothing that restarts it or holds the app back, with the release's env
@@ -36,6 +37,7 @@ from tests.injector import (
     overrides_annotation,
     pod_template,
     status_port_zero,
+    with_proxy_image,
 )
 from tests.releases import DATA, SHARED, Release, releases, version_key
 from tests.test_iptables import APP_UID, PEER_IP, PEER_PORT, POD_IP, PROXY_UID, Namespaces, require_root
@@ -133,6 +135,31 @@ def test_the_stack_evaluates_with_the_releases_facts(release, mode):
     template = resource(evaluation, "target-statefulset")["inputs"]["spec"]["template"]
     assert [c["name"] for c in template["spec"]["containers"]] == ["main-app", PROXY_CONTAINER]
     assert bool(evaluation["outputs"]["startCommand"]) == (mode == "startup")
+
+
+@pytest.mark.parametrize("release", RELEASES, ids=ids(RELEASES))
+def test_the_proxy_image_annotation_renders_as_the_golden_files_show(release):
+    pod = pod_template(release.golden("hello-proxy-override.yaml"))
+    image = pod["metadata"]["annotations"]["sidecar.istio.io/proxyImage"]
+    rendered = with_proxy_image(pod_template(release.golden("hello.yaml.injected"))["spec"], image)
+    expected = pod_template(release.golden("hello-proxy-override.yaml.injected"))["spec"]
+    assert sidecar_containers(rendered) == sidecar_containers(expected)
+
+
+@pytest.mark.parametrize(("release", "form"), [(r, f) for r in RELEASES for f in r.sidecar_forms],
+                         ids=[f"{r.version}-{f}" for r in RELEASES for f in r.sidecar_forms])
+def test_attach_mode_runs_the_debug_image_as_the_proxy_in_either_form(release, form):
+    pod = ints(resource(stack(release, "attach"), "target-statefulset")["inputs"]["spec"]["template"])
+    image = pod["metadata"]["annotations"]["sidecar.istio.io/proxyImage"]
+    golden = pod_template(release.golden(release.sidecar_forms[form]))["spec"]
+    merged, _ = injected_with_overrides(with_proxy_image(golden, image), pod["spec"])
+    field = "initContainers" if form == "native" else "containers"
+    proxy = next(c for c in merged[field] if c["name"] == PROXY_CONTAINER)
+    assert proxy["image"] == image and "@sha256:" in image
+    # Everything else is the release's own; the pod adds only its pull policy (the image is pinned by digest).
+    own = next(c for c in golden[field] if c["name"] == PROXY_CONTAINER)
+    assert {k: v for k, v in proxy.items() if k != "image"} == {
+        **{k: v for k, v in own.items() if k != "image"}, "imagePullPolicy": "IfNotPresent"}
 
 
 # --- 3. the startup pod a cluster of the release runs ---------------------------------------------------
