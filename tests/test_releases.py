@@ -132,9 +132,24 @@ def test_the_stack_evaluates_with_the_releases_facts(release, mode):
     assert evaluation["outputs"]["sourceCommit"] == facts["proxySha"]
     assert resource(evaluation, "debug-image-build")["inputs"]["environment"]["BASE_IMAGE"] == (
         f"docker.io/istio/proxyv2:{release.version}")
-    template = resource(evaluation, "target-statefulset")["inputs"]["spec"]["template"]
-    assert [c["name"] for c in template["spec"]["containers"]] == ["main-app", PROXY_CONTAINER]
+    # Every supported release builds Envoy as the root //:envoy.
+    assert facts["rootEnvoyTarget"] is True
+    assert resource(evaluation, "envoy-make")["inputs"]["environment"]["BAZEL_TARGET"] == ":envoy"
+    statefulset = ints(resource(evaluation, "target-statefulset")["inputs"])
+    assert [c["name"] for c in statefulset["spec"]["template"]["spec"]["containers"]] == ["main-app", PROXY_CONTAINER]
     assert bool(evaluation["outputs"]["startCommand"]) == (mode == "startup")
+    for name in ("target-statefulset", "target-service", "target-namespace"):
+        kind = {"target-statefulset": ("apps/v1", "StatefulSet"), "target-service": ("v1", "Service"),
+                "target-namespace": ("v1", "Namespace")}[name]
+        validate({"apiVersion": kind[0], "kind": kind[1], **ints(resource(evaluation, name)["inputs"])})
+
+
+@pytest.mark.parametrize("release", RELEASES, ids=ids(RELEASES))
+def test_a_prebuilt_envoy_is_the_one_the_releases_istio_proxy_pins(release):
+    evaluation = evaluate("dev", f"istioVersion={release.version}", "envoySource=prebuilt",
+                          facts=str(release.folder / "manifest.json"))
+    assert resource(evaluation, "envoy-fetch")["inputs"]["environment"]["SHA"] == release.manifest["proxySha"]
+    assert evaluation["outputs"]["envoyCommit"] == release.manifest["envoy"]["sha"]
 
 
 @pytest.mark.parametrize("release", RELEASES, ids=ids(RELEASES))
