@@ -246,15 +246,17 @@ def test_the_startup_pod_is_valid_for_a_kubernetes_with_native_sidecars(release,
     validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fortio-server-0"}, "spec": pod["spec"]})
 
 
-def private_root(tmp: Path, pilot_agent: str) -> list[str]:
-    """A command prefix: a private mount namespace whose /tmp is empty and whose /usr/local/bin holds only a
-    stand-in pilot-agent (the image's), so the scripts run with their own absolute paths."""
+def private_root(tmp: Path, pilot_agent: str, private_tmp: bool = True) -> list[str]:
+    """A command prefix: a private mount namespace whose /usr/local/bin holds only a stand-in pilot-agent (the
+    image's) and, with `private_tmp`, whose /tmp is empty, so the scripts run with their own absolute paths."""
     (tmp / "bin").mkdir()
     (tmp / "bin" / "pilot-agent").write_text(pilot_agent)
     (tmp / "bin" / "pilot-agent").chmod(0o755)
-    setup = (f"mount --bind {shlex.quote(str(tmp / 'bin'))} /usr/local/bin && mount -t tmpfs tmpfs /tmp && "
-             'exec "$@"')
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", setup, "setup"]
+    mounts = [f"mount --bind {shlex.quote(str(tmp / 'bin'))} /usr/local/bin"]
+    if private_tmp:
+        mounts.append("mount -t tmpfs tmpfs /tmp")
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", " && ".join([*mounts, 'exec "$@"']),
+            "setup"]
 
 
 # A stand-in pilot-agent that records its arguments (beside itself: /tmp is the private one).
@@ -377,7 +379,8 @@ def captured_pod(request, tmp_path_factory):
     env = {e["name"]: e["value"] for e in init.get("env", [])}
     # As the container runs it: root with only NET_ADMIN and NET_RAW, its env, its command and args.
     done = subprocess.run(
-        ["ip", "netns", "exec", namespaces.pod, *private_root(tmp, stand_in),
+        # /tmp stays: the stand-in's interpreter may live there (a clone under /tmp).
+        ["ip", "netns", "exec", namespaces.pod, *private_root(tmp, stand_in, private_tmp=False),
          "setpriv", "--bounding-set=-all,+net_admin,+net_raw", "--inh-caps=-all", "--no-new-privs",
          "env", "-i", "PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", *(f"{k}={v}" for k, v in env.items()),
          *init["command"], *init["args"]],
