@@ -105,11 +105,6 @@ class StackConfig:
     code_server_password: str | None = field(repr=False)
 
     @property
-    def istio_minor(self) -> str:
-        major, minor, _ = self.istio_version.split(".")
-        return f"{major}.{minor}"
-
-    @property
     def prebuilt(self) -> bool:
         return self.envoy_source == "prebuilt"
 

@@ -27,10 +27,11 @@ SYS_PTRACE through the injector's `istio-proxy` override would only reach the bo
 that run as uid 1337 with no_new_privs (allowPrivilegeEscalation: false) — no process could use it.
 In startup mode the developer may run lldb-server inside istio-proxy (walkthrough S11): Envoy is not its
 child, so under Yama ptrace_scope=1 (Ubuntu's default) attaching needs CAP_SYS_PTRACE, i.e. root via the
-image's passwordless sudo. The container therefore adds SYS_PTRACE (which also lets a RuntimeDefault
-seccomp profile allow process_vm_readv) and allows privilege escalation for sudo, keeping the runtime's
-default capabilities (sudo needs SETUID/SETGID) and uid 1337 for whatever `kubectl exec` starts. It is
-not privileged: ptrace needs neither the host's devices nor an unconfined seccomp/AppArmor profile.
+image's passwordless sudo. Over the template's `drop: [ALL]` (which a merge cannot remove) the override
+therefore adds SYS_PTRACE (which also lets a RuntimeDefault seccomp profile allow process_vm_readv), SETUID
+and SETGID (without them sudo cannot become root), and allows privilege escalation for sudo, keeping uid
+1337 for whatever `kubectl exec` starts. It is not privileged: ptrace needs neither the host's devices nor
+an unconfined seccomp/AppArmor profile.
 """
 
 from __future__ import annotations

@@ -141,9 +141,6 @@ PEER_PORT = 9000
 APP_UID = 1000  # the dev stack's appUid (Pulumi.yaml default), as the walkthrough's `adduser -u 1000 app`
 PROXY_UID = 1337
 DEBUGGER = DebuggerPorts(2159)  # the dev stack's lldbServerPort
-# Istio's own inbound exclusions, and the ports just outside the debugger range, which must be captured.
-ISTIO_EXCLUDED = (15008, 15090, 15021, 15020)
-NEIGHBOURS = (DEBUGGER.all[0] - 1, DEBUGGER.all[-1] + 1)
 
 LISTENER = r"""
 import socket, sys, threading

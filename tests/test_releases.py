@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.debug_ports import DebuggerPorts
 from components.target import INIT_CONTAINER, NO_OP_HOOK, PROXY_CONTAINER, START_FILE
@@ -41,7 +42,7 @@ from tests.injector import (
 )
 from tests.releases import DATA, SHARED, Release, releases, version_key
 from tests.test_iptables import APP_UID, PEER_IP, PEER_PORT, POD_IP, PROXY_UID, Namespaces, require_root
-from tests.test_target import ints, validate
+from tests.test_target import WALKTHROUGH_START, ints, validate
 
 RELEASES = releases()
 DEBUGGER = DebuggerPorts(2159)  # the dev stack's
@@ -289,6 +290,24 @@ def test_the_start_file_starts_pilot_agent_exactly_as_the_injected_proxy(release
     assert time.monotonic() - started < 10
     recorded = (tmp_path / "bin" / "started").read_text().split("\0")[:-1]
     assert recorded == kubelet_args(named(golden["spec"], PROXY_CONTAINER)["args"], "istio-debug")
+
+
+def test_for_the_walkthroughs_release_the_start_file_runs_the_walkthroughs_own_command(tmp_path):
+    """The dev stack's release (the walkthrough's): what the start file runs is what S11 typed by hand."""
+    require_root()
+    version = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]["istio-proxy-debug:istioVersion"]
+    release = next(r for r in RELEASES if r.version == version)
+    _, pod = startup_pod(release, "regular")
+    proxy = named(pod["spec"], PROXY_CONTAINER)
+    script = (f'{shlex.join([*proxy["command"], *kubelet_args(proxy["args"], "mark")])} & pid=$!; '
+              f'for _ in $(seq 100); do [ -s {START_FILE} ] && break; sleep 0.05; done; '
+              f'/bin/sh {START_FILE}; kill $pid')
+    done = subprocess.run([*private_root(tmp_path, RECORDER), "sh", "-c", script], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    walkthrough = shlex.split(WALKTHROUGH_START.replace("${POD_NAMESPACE}", "mark"))
+    assert walkthrough[0] == "/usr/local/bin/pilot-agent"
+    assert (tmp_path / "bin" / "started").read_text().split("\0")[:-1] == walkthrough[1:]
 
 
 def test_the_start_file_keeps_arguments_with_quotes_and_spaces(tmp_path):
