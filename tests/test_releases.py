@@ -269,60 +269,48 @@ def kubelet_args(args: list[str], namespace: str) -> list[str]:
     return [a.replace("$(POD_NAMESPACE)", namespace) for a in args]
 
 
-@pytest.mark.parametrize(("release", "form"), FORM_CASES, ids=FORM_IDS)
-def test_the_start_file_starts_pilot_agent_exactly_as_the_injected_proxy(release, form, tmp_path):
+def wait_then_start(tmp: Path, command: list[str], args: list[str]) -> tuple[list[str], str]:
+    """Runs the waiting istio-proxy's command with these (kubelet-expanded) args, then the start file as
+    startCommand does, then SIGTERMs the wait, in a private root with a recording pilot-agent: what pilot-agent
+    was started with, and the wait's exit report."""
     require_root()
     for tool in ("unshare", "sh", "mount"):
         require_tool(tool)
-    golden, pod = startup_pod(release, form)
-    proxy = named(pod["spec"], PROXY_CONTAINER)
-    args = kubelet_args(proxy["args"], "istio-debug")
-    recorder = RECORDER
-    command = [*proxy["command"], *args]
-    script = (f'{shlex.join(command)} & wait_pid=$!; '
+    script = (f'{shlex.join([*command, *args])} & wait_pid=$!; '
               f'for _ in $(seq 100); do [ -s {START_FILE} ] && break; sleep 0.05; done; '
               f'/bin/sh {START_FILE}; kill -TERM $wait_pid; wait $wait_pid; echo "wait ended: $?"')
-    started = time.monotonic()
-    done = subprocess.run([*private_root(tmp_path, recorder), "sh", "-c", script], capture_output=True, text=True,
+    done = subprocess.run([*private_root(tmp, RECORDER), "sh", "-c", script], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 0, done.stderr
-    assert "wait ended: 0" in done.stdout, "SIGTERM ends the wait at once, with success"
+    return (tmp / "bin" / "started").read_text().split("\0")[:-1], done.stdout
+
+
+@pytest.mark.parametrize(("release", "form"), FORM_CASES, ids=FORM_IDS)
+def test_the_start_file_starts_pilot_agent_exactly_as_the_injected_proxy(release, form, tmp_path):
+    golden, pod = startup_pod(release, form)
+    proxy = named(pod["spec"], PROXY_CONTAINER)
+    started = time.monotonic()
+    recorded, report = wait_then_start(tmp_path, proxy["command"], kubelet_args(proxy["args"], "istio-debug"))
+    assert "wait ended: 0" in report, "SIGTERM ends the wait at once, with success"
     assert time.monotonic() - started < 10
-    recorded = (tmp_path / "bin" / "started").read_text().split("\0")[:-1]
     assert recorded == kubelet_args(named(golden["spec"], PROXY_CONTAINER)["args"], "istio-debug")
 
 
 def test_for_the_walkthroughs_release_the_start_file_runs_the_walkthroughs_own_command(tmp_path):
     """The dev stack's release (the walkthrough's): what the start file runs is what S11 typed by hand."""
-    require_root()
     version = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]["istio-proxy-debug:istioVersion"]
     release = next(r for r in RELEASES if r.version == version)
-    _, pod = startup_pod(release, "regular")
-    proxy = named(pod["spec"], PROXY_CONTAINER)
-    script = (f'{shlex.join([*proxy["command"], *kubelet_args(proxy["args"], "mark")])} & pid=$!; '
-              f'for _ in $(seq 100); do [ -s {START_FILE} ] && break; sleep 0.05; done; '
-              f'/bin/sh {START_FILE}; kill $pid')
-    done = subprocess.run([*private_root(tmp_path, RECORDER), "sh", "-c", script], capture_output=True, text=True,
-                          timeout=30)
-    assert done.returncode == 0, done.stderr
+    proxy = named(startup_pod(release, "regular")[1]["spec"], PROXY_CONTAINER)
+    recorded, _ = wait_then_start(tmp_path, proxy["command"], kubelet_args(proxy["args"], "mark"))
     walkthrough = shlex.split(WALKTHROUGH_START.replace("${POD_NAMESPACE}", "mark"))
     assert walkthrough[0] == "/usr/local/bin/pilot-agent"
-    assert (tmp_path / "bin" / "started").read_text().split("\0")[:-1] == walkthrough[1:]
+    assert recorded == walkthrough[1:]
 
 
 def test_the_start_file_keeps_arguments_with_quotes_and_spaces(tmp_path):
-    require_root()
-    pod = stack_pod(RELEASES[-1])
-    proxy = named(pod["spec"], PROXY_CONTAINER)
+    proxy = named(stack_pod(RELEASES[-1])["spec"], PROXY_CONTAINER)
     odd = ["proxy", "it's", "a b", "$(x)", "--x=\"y\"", ""]
-    recorder = RECORDER
-    script = (f'{shlex.join([*proxy["command"], *odd])} & pid=$!; '
-              f'for _ in $(seq 100); do [ -s {START_FILE} ] && break; sleep 0.05; done; '
-              f'/bin/sh {START_FILE}; kill $pid')
-    done = subprocess.run([*private_root(tmp_path, recorder), "sh", "-c", script], capture_output=True, text=True,
-                          timeout=30)
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "bin" / "started").read_text().split("\0")[:-1] == odd
+    assert wait_then_start(tmp_path, proxy["command"], odd)[0] == odd
 
 
 def bounding_set(security_context: dict) -> str:
