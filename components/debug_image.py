@@ -23,6 +23,8 @@ from components.workspace import CONTAINER_CACHE_DIR
 
 PLATFORM = "linux/amd64"
 DOCKERFILE = "debug-image.Dockerfile"
+# The script the Dockerfile runs to collect lldb-server; staged into the build context with Envoy.
+COLLECTOR = "collect-lldb-server.sh"
 # The build context lives in the cache folder: the builder (which strips) and the host or the BuildKit pod
 # (which builds) see it.
 CONTEXT_SUBDIR = "istio-proxy-debug/proxyv2-debug"
@@ -144,6 +146,7 @@ class DebugImage(pulumi.ComponentResource):
             "CONTEXT_DIR": CONTEXT_IN_BUILDER,
             "STRIP": "true" if args.strip else "false",
             "BUILD_ID": args.build_id,
+            "COLLECTOR": dockerfile(COLLECTOR),
         }
         stage = local.Command(
             f"{name}-context",

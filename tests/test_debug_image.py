@@ -16,6 +16,7 @@ from tests.mock_stack import FAKE_IMAGE_DIGEST, WALKTHROUGH_BUILD_ID, WALKTHROUG
 
 LAB_HOME = "/home/labile/istio-testing"
 DOCKERFILE = ROOT / "components" / "docker" / "debug-image.Dockerfile"
+COLLECTOR = ROOT / "components" / "docker" / "collect-lldb-server.sh"
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +41,6 @@ def instructions(dockerfile: str) -> list[list[str]]:
         if stages:
             stages[-1].append(line)
     return stages
-
-
-def heredoc(dockerfile: str, name: str) -> str:
-    match = re.search(rf"<<'{name}'\n(.*?)\n{name}\n", dockerfile, flags=re.DOTALL)
-    assert match, f"no heredoc {name}"
-    return match.group(1) + "\n"
 
 
 # --- under mocks --------------------------------------------------------------------------------------------
@@ -184,12 +179,11 @@ def test_build_script_fails_clearly_when_the_push_fails(dev, tmp_path):
 # --- the collector of lldb-server, run for real --------------------------------------------------------------
 
 
-def test_collector_in_the_dockerfile_passes_shellcheck():
+def test_collector_passes_shellcheck_and_is_staged_beside_envoy(dev, tmp_path):
     shellcheck = require_tool("shellcheck")
-    body = "#!/usr/bin/env bash\nset -euo pipefail\n" + heredoc(DOCKERFILE.read_text(), "COLLECT_LLDB_SERVER")
-    done = subprocess.run([shellcheck, "--severity=style", "-e", "SC2016", "-"], input=body, capture_output=True,
-                          text=True)
+    done = subprocess.run([shellcheck, "--severity=style", str(COLLECTOR)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
+    assert resource(dev, "debug-image-context")["inputs"]["environment"]["COLLECTOR"] == COLLECTOR.read_text()
 
 
 def ldd(path: Path) -> dict[str, str]:
@@ -204,7 +198,7 @@ def test_collected_lldb_server_carries_exactly_the_libraries_the_base_lacks(tmp_
     (tmp_path / "base-libs").write_text("".join(f"{name}\n" for name in sorted(base)))
     out = tmp_path / "out"
     done = subprocess.run(
-        ["bash", "-euo", "pipefail"], input=heredoc(DOCKERFILE.read_text(), "COLLECT_LLDB_SERVER"),
+        ["bash", "-euo", "pipefail"], input=COLLECTOR.read_text(),
         env={**os.environ, "OUT": str(out), "BASE_LIBS": str(tmp_path / "base-libs"), "LLDB_SERVER": server},
         capture_output=True, text=True, timeout=120,
     )
@@ -227,7 +221,7 @@ def test_collected_lldb_server_serves_a_whole_attach_from_its_own_folder(tmp_pat
     require_tool("patchelf")
     out = tmp_path / "out"
     (tmp_path / "base-libs").write_text("libc.so.6\n")
-    subprocess.run(["bash", "-euo", "pipefail"], input=heredoc(DOCKERFILE.read_text(), "COLLECT_LLDB_SERVER"),
+    subprocess.run(["bash", "-euo", "pipefail"], input=COLLECTOR.read_text(),
                    env={**os.environ, "OUT": str(out), "BASE_LIBS": str(tmp_path / "base-libs"),
                         "LLDB_SERVER": require_tool("lldb-server")}, check=True, capture_output=True, text=True)
     elf = compile_debuggee(tmp_path)
