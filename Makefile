@@ -17,7 +17,8 @@ TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd
 	ip:iproute2 unshare:util-linux nsenter:util-linux git:git readelf:binutils objcopy:binutils \
 	cc:gcc g++:g++ patchelf:patchelf setpriv:util-linux ss:iproute2 pgrep:procps faketime:faketime \
 	ctr:containerd docker-registry:docker-registry skopeo:skopeo flock:util-linux \
-	clang++:clang ld.lld:lld llvm-dwp:llvm curl:curl pigz:pigz sudo:sudo
+	clang++:clang ld.lld:lld llvm-dwp:llvm curl:curl pigz:pigz sudo:sudo \
+	dockerd:docker.io debootstrap:debootstrap
 
 .PHONY: help up preview preview-policy destroy test lint bench deps system-deps lldb-clients pulumi-cli stack-select stack
 

@@ -1,0 +1,151 @@
+"""A real Docker engine for the tests (Debian's docker.io), kept off the machine's own network configuration.
+
+dockerd runs in a network namespace of its own (`ipd-docker`), so its bridges, NAT and iptables rules live
+there and the machine's root iptables are never touched. Its only link is a veth pair to the root namespace;
+nothing forwards across it. Builds and containers reach Debian's archive through a forward proxy that
+listens on the root side of that pair (tests/forward_proxy.py): the docker client's own `proxies` setting
+(DOCKER_CONFIG) hands it to every build and container as http_proxy, as Docker documents for hosts behind a
+proxy. A dockerd that is already serving the socket is used as it is and left running.
+
+No image can be pulled here: `base_image` makes a Debian bookworm root with debootstrap (from Debian's own
+archive, cached under .cache/) and imports it under the name an image of the stack asks for — a stand-in,
+named so in its label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "docker-engine"
+NETNS = "ipd-docker"
+HOST_SIDE, ENGINE_SIDE = "10.203.0.1", "10.203.0.2"
+PROXY_PORT = 3142
+SOCKET = Path("/run/ipd-docker/docker.sock")
+# Debian's client (20.10) uses the engine's built-in BuildKit; the machine may put a newer client without the
+# buildx plugin first on PATH, with which DOCKER_BUILDKIT=1 fails.
+CLIENT = "/usr/bin/docker"
+STAND_IN_LABEL = "istio-proxy-debug.stand-in"
+
+
+@dataclass
+class Engine:
+    env: dict[str, str]
+    started: bool
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+        done = subprocess.run([CLIENT, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                              **kwargs)
+        if check and done.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: {done.stderr}")
+        return done
+
+
+def _run(*args: str) -> None:
+    subprocess.run(list(args), check=True, capture_output=True, text=True, timeout=60)
+
+
+def _engine_env(config: Path) -> dict[str, str]:
+    # /usr/bin first: Debian's docker client, whatever else is on PATH.
+    path = "/usr/bin:/usr/sbin:/bin:/sbin:" + os.environ.get("PATH", "")
+    return {**os.environ, "PATH": path, "DOCKER_HOST": f"unix://{SOCKET}", "DOCKER_CONFIG": str(config)}
+
+
+def _answers(env: dict[str, str]) -> bool:
+    done = subprocess.run([CLIENT, "info", "--format", "{{.ServerVersion}}"], env=env, capture_output=True,
+                          text=True, timeout=30)
+    return done.returncode == 0
+
+
+@contextlib.contextmanager
+def engine() -> Iterator[Engine]:
+    """The engine: the one serving SOCKET, or one started here in its own network namespace and stopped after."""
+    config = CACHE / "client-config"
+    config.mkdir(parents=True, exist_ok=True)
+    proxy = f"http://{HOST_SIDE}:{PROXY_PORT}"
+    (config / "config.json").write_text(json.dumps({"proxies": {"default": {"httpProxy": proxy}}}))
+    env = _engine_env(config)
+    if _answers(env):
+        yield Engine(env, started=False)
+        return
+    with contextlib.ExitStack() as stack:
+        _run("ip", "netns", "add", NETNS)
+        stack.callback(subprocess.run, ["ip", "netns", "del", NETNS], capture_output=True)
+        _run("ip", "link", "add", "ipd-dk0", "type", "veth", "peer", "name", "ipd-dk1", "netns", NETNS)
+        stack.callback(subprocess.run, ["ip", "link", "del", "ipd-dk0"], capture_output=True)
+        _run("ip", "addr", "add", f"{HOST_SIDE}/30", "dev", "ipd-dk0")
+        _run("ip", "link", "set", "ipd-dk0", "up")
+        for command in (["addr", "add", f"{ENGINE_SIDE}/30", "dev", "ipd-dk1"], ["link", "set", "ipd-dk1", "up"],
+                        ["link", "set", "lo", "up"], ["route", "add", "default", "via", HOST_SIDE]):
+            _run("ip", "-n", NETNS, *command)
+        proxy_process = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "forward_proxy.py"), HOST_SIDE, str(PROXY_PORT)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        stack.callback(_stop, proxy_process)
+        assert proxy_process.stdout.readline().strip() == "ready"
+        SOCKET.parent.mkdir(parents=True, exist_ok=True)
+        log = open(CACHE / "dockerd.log", "w")  # noqa: SIM115 (closed by the exit stack)
+        stack.callback(log.close)
+        daemon = subprocess.Popen(
+            # nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup mounts dockerd needs.
+            ["nsenter", f"--net=/run/netns/{NETNS}", "dockerd", f"--host=unix://{SOCKET}",
+             f"--pidfile={SOCKET.parent}/pid", f"--exec-root={SOCKET.parent}/exec", f"--data-root={CACHE / 'data'}"],
+            stdout=log, stderr=subprocess.STDOUT)
+        stack.callback(_stop, daemon)
+        deadline = time.monotonic() + 60
+        while not _answers(env):
+            assert daemon.poll() is None, (CACHE / "dockerd.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "dockerd did not answer within 60 s"
+            time.sleep(0.5)
+        yield Engine(env, started=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _rootfs_tar(name: str, include: tuple[str, ...]) -> Path:
+    """A Debian bookworm minbase root (with `include`), made once by debootstrap and cached as a tar."""
+    tar = CACHE / f"{name}.tar"
+    if tar.exists():
+        return tar
+    work = CACHE / f"{name}.root"
+    shutil.rmtree(work, ignore_errors=True)
+    args = ["debootstrap", "--variant=minbase"]
+    if include:
+        args.append("--include=" + ",".join(include))
+    subprocess.run([*args, "bookworm", str(work), "http://deb.debian.org/debian"], check=True, capture_output=True,
+                   text=True, timeout=900)
+    # apt inside the images finds the archive as the host does.
+    shutil.copy("/etc/apt/sources.list.d/debian.sources", work / "etc/apt/sources.list.d/debian.sources")
+    (work / "etc/apt/sources.list").unlink(missing_ok=True)
+    subprocess.run(["tar", "-C", str(work), "-cf", str(tar) + ".partial", "."], check=True, timeout=300)
+    os.replace(str(tar) + ".partial", tar)
+    shutil.rmtree(work)
+    return tar
+
+
+def base_image(engine: Engine, reference: str, *, include: tuple[str, ...] = (), changes: tuple[str, ...] = ()) -> str:
+    """`reference` in the engine, as a stand-in made from Debian bookworm; returns the reference."""
+    if engine.docker("image", "inspect", reference, check=False).returncode == 0:
+        return reference
+    tar = _rootfs_tar("bookworm" + "".join(f"-{p}" for p in include), include)
+    args = ["import", "--change", f"LABEL {STAND_IN_LABEL}=debootstrap-bookworm"]
+    for change in changes:
+        args += ["--change", change]
+    engine.docker(*args, str(tar), reference)
+    return reference
