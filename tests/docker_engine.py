@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.conftest import resource, run_rendered
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "docker-engine"
@@ -149,3 +152,91 @@ def base_image(engine: Engine, reference: str, *, include: tuple[str, ...] = (),
         args += ["--change", change]
     engine.docker(*args, str(tar), reference)
     return reference
+
+
+# --- the stack's Docker side, as its resources give it ---------------------------------------------------------
+
+BOOKWORM = "istio-proxy-debug-stand-in/bookworm:latest"
+# The official registry:2 image's own configuration (distribution's cmd/registry/config-example.yml).
+REGISTRY_CONFIG = """version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+"""
+# registry:2 stand-in: Debian's docker-registry is the same distribution registry.
+REGISTRY_STAND_IN = f"""FROM {BOOKWORM}
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-registry \\
+ && rm -rf /var/lib/apt/lists/*
+COPY config.yml /etc/docker/registry/config.yml
+EXPOSE 5000
+ENTRYPOINT ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/config.yml"]
+"""
+
+
+def run_args(inputs: dict) -> list[str]:
+    """`docker run` arguments for a docker.Container's inputs: each provider argument the stack sets, as the
+    CLI spells it, so the engine itself judges them."""
+    args = ["--detach", "--name", inputs["name"]]
+    if inputs.get("hostname"):
+        args += ["--hostname", inputs["hostname"]]
+    if inputs.get("restart"):
+        args += ["--restart", inputs["restart"]]
+    for env in inputs.get("envs", []):
+        args += ["--env", env]
+    for port in inputs.get("ports", []):
+        args += ["--publish", f"{int(port['external'])}:{int(port['internal'])}"]
+    for volume in inputs.get("volumes", []):
+        args += ["--volume", f"{volume['hostPath']}:{volume['containerPath']}"]
+    return args
+
+
+def registry_stand_in(engine: Engine, context: Path) -> str:
+    """registry:2, made here."""
+    base_image(engine, BOOKWORM)
+    (context / "config.yml").write_text(REGISTRY_CONFIG)
+    (context / "Dockerfile").write_text(REGISTRY_STAND_IN)
+    engine.docker("build", "--tag", "registry:2", str(context))
+    return "registry:2"
+
+
+def start_registry(engine: Engine, evaluation: dict) -> dict:
+    """The stack's registry container (its inputs), replacing one of the same name."""
+    inputs = resource(evaluation, "registry-container")["inputs"]
+    Path(inputs["volumes"][0]["hostPath"]).mkdir(parents=True, exist_ok=True)
+    engine.docker("rm", "--force", inputs["name"], check=False)
+    engine.docker("run", *run_args(inputs), resource(evaluation, "registry-image")["inputs"]["name"])
+    return inputs
+
+
+def registry_blobs(inputs: dict) -> dict[str, int]:
+    """The registry's stored blobs, by digest, with their sizes: what pushes put on the wire and it kept."""
+    blobs = Path(inputs["volumes"][0]["hostPath"]) / "docker" / "registry" / "v2" / "blobs"
+    return {p.parent.name: p.stat().st_size for p in blobs.rglob("data")}
+
+
+def build_id(path: Path) -> str:
+    out = subprocess.run(["readelf", "-n", str(path)], check=True, capture_output=True, text=True).stdout
+    return re.search(r"Build ID: (\w+)", out).group(1)
+
+
+def stage_and_build(engine: Engine, evaluation: dict, elf: Path, context: Path) -> tuple[str, str]:
+    """The stack's staging script, then its build-and-push command, exactly as rendered (this machine's ELF and
+    context folder in place of the lab's): (the staging report, the pushed reference by digest)."""
+    staged = run_rendered(resource(evaluation, "debug-image-context")["inputs"], ELF=str(elf),
+                          CONTEXT_DIR=str(context), BUILD_ID=build_id(elf))
+    assert staged.returncode == 0, staged.stderr
+    inputs = resource(evaluation, "debug-image-build")["inputs"]
+    env = {**engine.env, **inputs["environment"], "CONTEXT_DIR": str(context)}
+    done = subprocess.run([*inputs["interpreter"], inputs["create"]], input=inputs["stdin"], env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return staged.stdout, done.stdout.strip().splitlines()[-1]

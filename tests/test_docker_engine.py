@@ -19,34 +19,20 @@ import pytest
 
 from components.debug_image import pull_reference
 from components.lldb_server import IMAGE_LLDB_SERVER
-from tests.conftest import evaluate, require_tool, resource, run_rendered
-from tests.docker_engine import ENGINE_SIDE, Engine, base_image, engine
+from tests.conftest import evaluate, require_tool, resource
+from tests.docker_engine import (
+    ENGINE_SIDE,
+    Engine,
+    base_image,
+    build_id,
+    engine,
+    registry_blobs,
+    registry_stand_in,
+    stage_and_build,
+    start_registry,
+)
 from tests.lldb_session import compile_debuggee
 from tests.test_containerd_mirror import REGISTRY_NAME, node  # noqa: F401 (node: the fixture)
-
-BOOKWORM = "istio-proxy-debug-stand-in/bookworm:latest"
-# The official registry:2 image's own configuration (distribution's cmd/registry/config-example.yml).
-REGISTRY_CONFIG = """version: 0.1
-log:
-  fields:
-    service: registry
-storage:
-  cache:
-    blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: /var/lib/registry
-http:
-  addr: :5000
-  headers:
-    X-Content-Type-Options: [nosniff]
-"""
-REGISTRY_STAND_IN = f"""FROM {BOOKWORM}
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends docker-registry \\
- && rm -rf /var/lib/apt/lists/*
-COPY config.yml /etc/docker/registry/config.yml
-EXPOSE 5000
-ENTRYPOINT ["/usr/bin/docker-registry", "serve", "/etc/docker/registry/config.yml"]
-"""
 
 
 @pytest.fixture(scope="module")
@@ -66,58 +52,14 @@ def stack(tmp_path_factory) -> dict:
     return {"work": work, "evaluation": evaluate("dev", f"workDir={work}")}
 
 
-def run_args(inputs: dict) -> list[str]:
-    """`docker run` arguments for a docker.Container's inputs: each provider argument the stack sets, as the
-    CLI spells it, so the engine itself judges them."""
-    args = ["--detach", "--name", inputs["name"]]
-    if inputs.get("hostname"):
-        args += ["--hostname", inputs["hostname"]]
-    if inputs.get("restart"):
-        args += ["--restart", inputs["restart"]]
-    for env in inputs.get("envs", []):
-        args += ["--env", env]
-    for port in inputs.get("ports", []):
-        args += ["--publish", f"{int(port['external'])}:{int(port['internal'])}"]
-    for volume in inputs.get("volumes", []):
-        args += ["--volume", f"{volume['hostPath']}:{volume['containerPath']}"]
-    return args
-
-
 @pytest.fixture(scope="module")
 def registry(docker: Engine, stack: dict, tmp_path_factory):
     """The stack's registry container, run from the registry:2 stand-in with the stack's own arguments."""
-    base_image(docker, BOOKWORM)
-    context = tmp_path_factory.mktemp("registry-image")
-    (context / "config.yml").write_text(REGISTRY_CONFIG)
-    (context / "Dockerfile").write_text(REGISTRY_STAND_IN)
-    docker.docker("build", "--tag", "registry:2", str(context))
-    inputs = resource(stack["evaluation"], "registry-container")["inputs"]
-    image = resource(stack["evaluation"], "registry-image")["inputs"]["name"]
-    assert image == "registry:2"
-    (stack["work"] / "registry").mkdir(exist_ok=True)
-    docker.docker("rm", "--force", inputs["name"], check=False)
-    docker.docker("run", *run_args(inputs), image)
+    assert resource(stack["evaluation"], "registry-image")["inputs"]["name"] == registry_stand_in(
+        docker, tmp_path_factory.mktemp("registry-image"))
+    inputs = start_registry(docker, stack["evaluation"])
     yield inputs
     docker.docker("rm", "--force", inputs["name"], check=False)
-
-
-def build_id(path: Path) -> str:
-    out = subprocess.run(["readelf", "-n", str(path)], check=True, capture_output=True, text=True).stdout
-    return re.search(r"Build ID: (\w+)", out).group(1)
-
-
-def stage_and_build(docker: Engine, stack: dict, elf: Path, context: Path) -> tuple[str, str]:
-    """The stack's staging script, then its build command, exactly as rendered: (staged report, pushed ref)."""
-    evaluation = stack["evaluation"]
-    staged = run_rendered(resource(evaluation, "debug-image-context")["inputs"], ELF=str(elf),
-                          CONTEXT_DIR=str(context), BUILD_ID=build_id(elf))
-    assert staged.returncode == 0, staged.stderr
-    inputs = resource(evaluation, "debug-image-build")["inputs"]
-    env = {**docker.env, **inputs["environment"], "CONTEXT_DIR": str(context)}
-    done = subprocess.run([*inputs["interpreter"], inputs["create"]], input=inputs["stdin"], env=env,
-                          capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return staged.stdout, done.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +68,7 @@ def debug_image(docker: Engine, stack: dict, registry: dict, tmp_path_factory) -
     base_image(docker, inputs["environment"]["BASE_IMAGE"])
     work = tmp_path_factory.mktemp("envoy")
     elf = compile_debuggee(work)
-    _, pushed = stage_and_build(docker, stack, elf, work / "context")
+    _, pushed = stage_and_build(docker, stack["evaluation"], elf, work / "context")
     return {"elf": elf, "pushed": pushed, "image": inputs["environment"]["IMAGE"], "work": work}
 
 
@@ -170,19 +112,14 @@ def test_envoy_is_the_last_layer_and_keeps_its_build_id(docker, debug_image, tmp
     assert build_id(tmp_path / "envoy") == build_id(debug_image["elf"])
 
 
-def registry_blobs(stack: dict) -> dict[str, int]:
-    blobs = stack["work"] / "registry" / "docker" / "registry" / "v2" / "blobs"
-    return {p.parent.name: p.stat().st_size for p in blobs.rglob("data")}
-
-
-def test_a_changed_envoy_pushes_only_its_own_layer(docker, stack, debug_image):
+def test_a_changed_envoy_pushes_only_its_own_layer(docker, stack, registry, debug_image):
     """Measured at the registry: the blobs the second push stored."""
-    before = registry_blobs(stack)
+    before = registry_blobs(registry)
     work = debug_image["work"] / "second"
     work.mkdir()
     elf = compile_debuggee(work, extra=("-DSECOND_BUILD=1", "-Wl,--build-id=0x" + "ab" * 20))
-    staged, pushed = stage_and_build(docker, stack, elf, work / "context")
-    added = {digest: size for digest, size in registry_blobs(stack).items() if digest not in before}
+    staged, pushed = stage_and_build(docker, stack["evaluation"], elf, work / "context")
+    added = {digest: size for digest, size in registry_blobs(registry).items() if digest not in before}
     shipped = int(re.search(r"bytes=(\d+)", staged).group(1))
     # The Envoy layer, the image config and the manifest: nothing of the lldb-server layers again.
     assert len(added) == 3, added
@@ -192,8 +129,7 @@ def test_a_changed_envoy_pushes_only_its_own_layer(docker, stack, debug_image):
 
 
 def test_the_registry_keeps_every_image_when_its_container_is_recreated(docker, stack, registry, debug_image):
-    docker.docker("rm", "--force", registry["name"])
-    docker.docker("run", *run_args(registry), "registry:2")
+    assert start_registry(docker, stack["evaluation"]) == registry
     digest = debug_image["pushed"].split("@", 1)[1]
     name = debug_image["pushed"].split("@", 1)[0].split("/", 1)[1]
     port = int(registry["ports"][0]["external"])
