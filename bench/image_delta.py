@@ -40,7 +40,7 @@ def main() -> None:
     units = int(sys.argv[1]) if len(sys.argv) > 1 else 48
     with tempfile.TemporaryDirectory() as tmp, engine() as docker:
         work = Path(tmp)
-        evaluation = evaluate("dev", f"workDir={work / 'istio-testing'}")
+        evaluation = evaluate("ci", f"workDir={work / 'istio-testing'}", "envoySource=build")
         base_image(docker, resource(evaluation, "debug-image-build")["inputs"]["environment"]["BASE_IMAGE"])
         registry_stand_in(docker, Path(tempfile.mkdtemp(dir=tmp)))
         registry = start_registry(docker, evaluation)

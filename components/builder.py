@@ -23,7 +23,7 @@ import pulumi_docker as docker
 import pulumi_kubernetes as k8s
 
 from components.options import child_options
-from components.placement import BUILDER_CONTAINER, Placement
+from components.placement import BUILDER_CONTAINER, Placement, bind_mount
 from components.workspace import CONTAINER_SOURCE_DIR, WorkspaceLayout
 
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -31,10 +31,9 @@ SLEEP_COMMAND = ["bash", "-c", "/bin/sleep 300d"]
 BUILDER_NAME = "istio-proxy-builder"
 
 
-def workspace_volumes(layout: WorkspaceLayout) -> list[docker.ContainerVolumeArgs]:
+def workspace_mounts(layout: WorkspaceLayout) -> list[docker.ContainerMountArgs]:
     """docker.sock plus the source and cache folders, at the paths the debug info refers to."""
-    pairs = [(DOCKER_SOCKET, DOCKER_SOCKET), *layout.container_mounts()]
-    return [docker.ContainerVolumeArgs(host_path=host, container_path=inside) for host, inside in pairs]
+    return [bind_mount(host, inside) for host, inside in [(DOCKER_SOCKET, DOCKER_SOCKET), *layout.container_mounts()]]
 
 
 def builder_statefulset(placement: Placement, image: str) -> dict:
@@ -102,7 +101,7 @@ class Builder(pulumi.ComponentResource):
             init=True,
             privileged=True,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
-            volumes=workspace_volumes(args.placement.layout),
+            mounts=workspace_mounts(args.placement.layout),
             working_dir=CONTAINER_SOURCE_DIR,
             command=SLEEP_COMMAND,
             # A fixed name: the old container must go before its replacement can take the name.

@@ -25,9 +25,9 @@ import pulumi_docker as docker
 import pulumi_kubernetes as k8s
 from pulumi_command import local
 
-from components.builder import workspace_volumes
+from components.builder import workspace_mounts
 from components.options import child_options
-from components.placement import Placement
+from components.placement import Placement, bind_mount
 from components.scripts import dockerfile, script
 from components.workspace import CONTAINER_CACHE_DIR, CONTAINER_SOURCE_DIR, WorkspaceLayout
 
@@ -152,11 +152,10 @@ class DebuggerArgs:
     launch_json: pulumi.Input[str] | None = None
 
 
-def debugger_volumes(layout: WorkspaceLayout, mirror_folder: str | None) -> list[docker.ContainerVolumeArgs]:
+def debugger_mounts(layout: WorkspaceLayout, mirror_folder: str | None) -> list[docker.ContainerMountArgs]:
     """The builder's mounts (the workspace at the paths the debug info refers to), and the mirror folder."""
-    mirror = [] if mirror_folder is None else [
-        docker.ContainerVolumeArgs(host_path=mirror_folder, container_path=mirror_folder, read_only=True)]
-    return [*workspace_volumes(layout), *mirror]
+    mirror = [] if mirror_folder is None else [bind_mount(mirror_folder, mirror_folder, read_only=True)]
+    return [*workspace_mounts(layout), *mirror]
 
 
 class Debugger(pulumi.ComponentResource):
@@ -203,7 +202,7 @@ class Debugger(pulumi.ComponentResource):
             init=True,
             privileged=True,
             networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
-            volumes=debugger_volumes(args.placement.layout, args.mirror_folder),
+            mounts=debugger_mounts(args.placement.layout, args.mirror_folder),
             working_dir=CONTAINER_SOURCE_DIR,
             entrypoints=["/bin/bash"],
             command=["-c", "/bin/sleep 300d"],

@@ -14,6 +14,8 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pulumi_docker as docker
+
 from components.workspace import WorkspaceLayout
 
 HOST = "host"
@@ -104,3 +106,9 @@ class Placement:
 
 def workload_labels(name: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": PART_OF}
+
+
+def bind_mount(host: str, inside: str, read_only: bool = False) -> docker.ContainerMountArgs:
+    """A bind mount (`--mount type=bind`), not a volume (`-v`): the engine refuses a missing host folder instead
+    of creating it, root-owned, where the stack expected the developer's."""
+    return docker.ContainerMountArgs(type="bind", source=host, target=inside, read_only=read_only or None)

@@ -17,7 +17,7 @@ import pulumi_docker as docker
 import pulumi_kubernetes as k8s
 
 from components.options import child_options
-from components.placement import WORKSPACE_VOLUME, Placement
+from components.placement import WORKSPACE_VOLUME, Placement, bind_mount
 
 REGISTRY_IMAGE = "registry:2"
 REGISTRY_NAME = "image-registry"
@@ -89,8 +89,7 @@ class Registry(pulumi.ComponentResource):
                 restart="always",
                 envs=[f"{k}={v}" for k, v in REGISTRY_ENV.items()],
                 ports=[docker.ContainerPortArgs(internal=REGISTRY_CONTAINER_PORT, external=args.port)],
-                volumes=[docker.ContainerVolumeArgs(host_path=placement.layout.registry_dir,
-                                                    container_path=REGISTRY_STORAGE)],
+                mounts=[bind_mount(placement.layout.registry_dir, REGISTRY_STORAGE)],
                 opts=child_options(self, opts, delete_before_replace=True),
             )
             self.push_address = pulumi.Output.from_input(f"localhost:{args.port}")

@@ -5,7 +5,9 @@ there and the machine's root iptables are never touched. Its only link is a veth
 nothing forwards across it. Builds and containers reach Debian's archive through a forward proxy that
 listens on the root side of that pair (tests/forward_proxy.py): the docker client's own `proxies` setting
 (DOCKER_CONFIG) hands it to every build and container as http_proxy, as Docker documents for hosts behind a
-proxy. A dockerd that is already serving the socket is used as it is and left running.
+proxy. A dockerd that is already serving the default socket is used as it is and left running; the tests
+use the `ci` stack's names (suffixed `-ci`), never the walkthrough's, so a developer's own containers on
+that engine are not touched.
 
 No image can be pulled here: `base_image` makes a Debian bookworm root with debootstrap (from Debian's own
 archive, cached under .cache/) and imports it under the name an image of the stack asks for — a stand-in,
@@ -33,7 +35,9 @@ CACHE = ROOT / ".cache" / "docker-engine"
 NETNS = "ipd-docker"
 HOST_SIDE, ENGINE_SIDE = "10.203.0.1", "10.203.0.2"
 PROXY_PORT = 3142
-SOCKET = Path("/run/ipd-docker/docker.sock")
+# The default socket: the stack's builder and debugger mount it (docker.sock), so the engine must serve it.
+SOCKET = Path("/var/run/docker.sock")
+RUNTIME = Path("/run/ipd-docker")
 # Debian's client (20.10) uses the engine's built-in BuildKit; the machine may put a newer client without the
 # buildx plugin first on PATH, with which DOCKER_BUILDKIT=1 fails.
 CLIENT = "/usr/bin/docker"
@@ -95,13 +99,13 @@ def engine() -> Iterator[Engine]:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         stack.callback(_stop, proxy_process)
         assert proxy_process.stdout.readline().strip() == "ready"
-        SOCKET.parent.mkdir(parents=True, exist_ok=True)
+        RUNTIME.mkdir(parents=True, exist_ok=True)
         log = open(CACHE / "dockerd.log", "w")  # noqa: SIM115 (closed by the exit stack)
         stack.callback(log.close)
         daemon = subprocess.Popen(
             # nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup mounts dockerd needs.
             ["nsenter", f"--net=/run/netns/{NETNS}", "dockerd", f"--host=unix://{SOCKET}",
-             f"--pidfile={SOCKET.parent}/pid", f"--exec-root={SOCKET.parent}/exec", f"--data-root={CACHE / 'data'}"],
+             f"--pidfile={RUNTIME}/pid", f"--exec-root={RUNTIME}/exec", f"--data-root={CACHE / 'data'}"],
             stdout=log, stderr=subprocess.STDOUT)
         stack.callback(_stop, daemon)
         deadline = time.monotonic() + 60
@@ -194,8 +198,10 @@ def run_args(inputs: dict) -> list[str]:
         args += ["--env", env]
     for port in inputs.get("ports", []):
         args += ["--publish", f"{int(port['external'])}:{int(port['internal'])}"]
-    for volume in inputs.get("volumes", []):
-        args += ["--volume", f"{volume['hostPath']}:{volume['containerPath']}"]
+    for mount in inputs.get("mounts", []):
+        assert mount["type"] == "bind", mount
+        args += ["--mount", f"type=bind,source={mount['source']},target={mount['target']}"
+                 + (",readonly" if mount.get("readOnly") else "")]
     return args
 
 
@@ -211,7 +217,7 @@ def registry_stand_in(engine: Engine, context: Path) -> str:
 def start_registry(engine: Engine, evaluation: dict) -> dict:
     """The stack's registry container (its inputs), replacing one of the same name."""
     inputs = resource(evaluation, "registry-container")["inputs"]
-    Path(inputs["volumes"][0]["hostPath"]).mkdir(parents=True, exist_ok=True)
+    Path(inputs["mounts"][0]["source"]).mkdir(parents=True, exist_ok=True)
     engine.docker("rm", "--force", inputs["name"], check=False)
     engine.docker("run", *run_args(inputs), resource(evaluation, "registry-image")["inputs"]["name"])
     return inputs
@@ -219,7 +225,7 @@ def start_registry(engine: Engine, evaluation: dict) -> dict:
 
 def registry_blobs(inputs: dict) -> dict[str, int]:
     """The registry's stored blobs, by digest, with their sizes: what pushes put on the wire and it kept."""
-    blobs = Path(inputs["volumes"][0]["hostPath"]) / "docker" / "registry" / "v2" / "blobs"
+    blobs = Path(inputs["mounts"][0]["source"]) / "docker" / "registry" / "v2" / "blobs"
     return {p.parent.name: p.stat().st_size for p in blobs.rglob("data")}
 
 

@@ -107,7 +107,7 @@ def test_debugger_container_as_the_walkthrough_runs_it(dev):
     assert inputs["name"] == "lldb-vscode-server" and inputs["hostname"] == "lldb-vscode-server"
     assert inputs["privileged"] is True and inputs["init"] is True
     assert inputs["networksAdvanced"] == [{"name": "router"}]
-    assert {(v["hostPath"], v["containerPath"]) for v in inputs["volumes"]} == {
+    assert {(m["source"], m["target"]) for m in inputs["mounts"]} == {
         ("/var/run/docker.sock", "/var/run/docker.sock"),
         (f"{LAB_HOME}/work", "/work"),
         (f"{LAB_HOME}/home/.cache", "/home/.cache"),

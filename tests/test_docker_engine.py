@@ -7,6 +7,7 @@ distribution registry, configured as the official image is).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from tests.docker_engine import (
     engine,
     registry_blobs,
     registry_stand_in,
+    run_args,
     stage_and_build,
     start_registry,
 )
@@ -47,9 +49,10 @@ def docker():
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> dict:
-    """The dev stack with its workDir here (the registry's storage under it)."""
+    """The `ci` stack (its own names, ports and subnet: nothing of a developer's stack on a shared engine),
+    building Envoy (so with a builder), with its workDir here."""
     work = tmp_path_factory.mktemp("work")
-    return {"work": work, "evaluation": evaluate("dev", f"workDir={work}")}
+    return {"work": work, "evaluation": evaluate("ci", f"workDir={work}", "envoySource=build")}
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +163,152 @@ def test_a_node_pulls_exactly_the_pushed_image_by_digest(stack, registry, debug_
     listed = n.ctr("--namespace", "test", "images", "ls").stdout
     digest = debug_image["pushed"].split("@", 1)[1]
     assert any(line.split()[0] == reference and digest in line for line in listed.splitlines()[1:]), listed
+
+
+# --- the network, the builder and the debugger: created as the stack's provider arguments say -------------------
+
+
+def container_args(inputs: dict, network: str) -> list[str]:
+    """The builder's and debugger's docker.Container arguments beyond run_args: init, privileged, working dir,
+    entrypoint and network."""
+    args = run_args(inputs)
+    if inputs.get("init"):
+        args.append("--init")
+    if inputs.get("privileged"):
+        args += PRIVILEGED
+    if inputs.get("workingDir"):
+        args += ["--workdir", inputs["workingDir"]]
+    if inputs.get("entrypoints"):
+        args += ["--entrypoint", inputs["entrypoints"][0]]
+    assert [n["name"] for n in inputs["networksAdvanced"]] == [network]
+    return [*args, "--network", network]
+
+
+# CAP_SYS_RESOURCE, which this machine's own bounding set lacks.
+_SYS_RESOURCE = 1 << 24
+
+
+def privileged_flags() -> list[str]:
+    """--privileged, where the machine can grant it. A sandbox without CAP_SYS_RESOURCE in its bounding set (these
+    machines) cannot start a privileged container (runc: "unable to apply caps"), so there the container gets
+    everything else privileged gives: every other capability, no seccomp or AppArmor profile."""
+    bounding = int(re.search(r"CapBnd:\s*([0-9a-f]+)", Path("/proc/self/status").read_text()).group(1), 16)
+    if bounding & _SYS_RESOURCE:
+        return ["--privileged"]
+    return ["--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
+            "--security-opt", "apparmor=unconfined"]
+
+
+PRIVILEGED = privileged_flags()
+
+
+def command_of(inputs: dict) -> list[str]:
+    return [*inputs.get("entrypoints", [])[1:], *inputs["command"]]
+
+
+@pytest.fixture(scope="module")
+def network(docker: Engine, stack: dict):
+    inputs = resource(stack["evaluation"], "docker-network")["inputs"]
+    docker.docker("network", "rm", inputs["name"], check=False)
+    docker.docker("network", "create", "--subnet", inputs["ipamConfigs"][0]["subnet"], inputs["name"])
+    yield inputs
+    docker.docker("network", "rm", inputs["name"], check=False)
+
+
+def test_an_overlapping_subnet_is_refused_by_the_engine(docker, network):
+    done = docker.docker("network", "create", "--subnet", network["ipamConfigs"][0]["subnet"], "ipd-overlap",
+                         check=False)
+    assert done.returncode != 0 and "overlap" in done.stderr.lower(), done.stderr
+
+
+def test_a_registry_port_in_use_is_refused_by_the_engine(docker, stack, registry):
+    inputs = {**registry, "name": "ipd-second-registry", "mounts": []}
+    done = docker.docker("run", *run_args(inputs), "registry:2", check=False)
+    docker.docker("rm", "--force", "ipd-second-registry", check=False)
+    assert done.returncode != 0 and "already allocated" in done.stderr, done.stderr
+
+
+def workspace_folders(stack: dict) -> None:
+    """What prepare-workspace.sh leaves before any container mounts them (the checkout itself is not needed)."""
+    for folder in ("work", "home/.cache"):
+        (stack["work"] / folder).mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture(scope="module")
+def builder(docker: Engine, stack: dict, network: dict):
+    evaluation = stack["evaluation"]
+    image = base_image(docker, resource(evaluation, "builder-image")["inputs"]["name"], include=("binutils",))
+    inputs = resource(evaluation, "builder-container")["inputs"]
+    workspace_folders(stack)
+    docker.docker("rm", "--force", inputs["name"], check=False)
+    docker.docker("run", *container_args(inputs, network["name"]), image, *command_of(inputs))
+    yield inputs
+    docker.docker("rm", "--force", inputs["name"], check=False)
+
+
+def test_the_builder_runs_with_the_stacks_arguments(docker, builder, network):
+    state = json.loads(docker.docker("inspect", builder["name"]).stdout)[0]
+    assert state["State"]["Running"] is True
+    assert state["HostConfig"]["Privileged"] is True or "SYS_RESOURCE" in state["HostConfig"]["CapDrop"]
+    assert state["HostConfig"]["Init"] is True and state["Config"]["WorkingDir"] == builder["workingDir"]
+    address = state["NetworkSettings"]["Networks"][network["name"]]["IPAddress"]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(network["ipamConfigs"][0]["subnet"])
+    assert {m["Destination"] for m in state["Mounts"]} == {m["target"] for m in builder["mounts"]}
+
+
+def test_a_missing_workspace_folder_is_refused_by_the_engine(docker, stack, network, tmp_path):
+    inputs = resource(evaluate("ci", f"workDir={tmp_path / 'nowhere'}", "envoySource=build"),
+                      "builder-container")["inputs"]
+    inputs = {**inputs, "name": "ipd-builder-without-workspace"}
+    image = resource(stack["evaluation"], "builder-image")["inputs"]["name"]
+    done = docker.docker("run", *container_args(inputs, network["name"]), image, *command_of(inputs), check=False)
+    docker.docker("rm", "--force", inputs["name"], check=False)
+    assert done.returncode != 0 and "does not exist" in done.stderr, done.stderr
+    assert not (tmp_path / "nowhere").exists(), "nothing was created, root-owned, in the developer's place"
+
+
+def test_the_staging_script_runs_in_the_builder_through_docker_exec(docker, stack, builder, tmp_path):
+    """debug-image-context as rendered: `docker exec -i --env … <builder> bash -s`, the script on stdin."""
+    work = stack["work"] / "work" / "staging-test"
+    work.mkdir(parents=True, exist_ok=True)
+    elf = compile_debuggee(work)
+    inputs = resource(stack["evaluation"], "debug-image-context")["inputs"]
+    env = {**docker.env, **inputs["environment"], "ELF": f"/work/staging-test/{elf.name}",
+           "BUILD_ID": build_id(elf)}
+    done = subprocess.run(["bash", "-c", inputs["create"]], input=inputs["stdin"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"buildId={build_id(elf)}" in done.stdout and "stripped=true" in done.stdout
+    context = stack["work"] / "home" / ".cache" / Path(inputs["environment"]["CONTEXT_DIR"]).relative_to(
+        "/home/.cache")
+    assert build_id(context / "envoy") == build_id(elf)
+    assert (context / "collect-lldb-server.sh").read_text() == inputs["environment"]["COLLECTOR"]
+
+
+@pytest.fixture(scope="module")
+def debugger(docker: Engine, stack: dict, network: dict):
+    """The debugger image built by the stack's command (its Dockerfile, FROM an ubuntu:22.04 stand-in), and the
+    debugger container run from it with the stack's arguments."""
+    evaluation = stack["evaluation"]
+    base_image(docker, "docker.io/library/ubuntu:22.04")
+    build = resource(evaluation, "debugger-image")["inputs"]
+    done = subprocess.run([*build["interpreter"], build["create"]], input=build["stdin"],
+                          env={**docker.env, **build["environment"]}, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    image_id = done.stdout.strip().splitlines()[-1]
+    inputs = resource(evaluation, "debugger-container")["inputs"]
+    workspace_folders(stack)
+    docker.docker("rm", "--force", inputs["name"], check=False)
+    docker.docker("run", *container_args(inputs, network["name"]), image_id, *command_of(inputs))
+    yield {"inputs": inputs, "image": image_id, "tag": build["environment"]["IMAGE"]}
+    docker.docker("rm", "--force", inputs["name"], check=False)
+
+
+def test_the_debugger_image_is_what_its_build_printed_and_its_lldb_runs(docker, debugger):
+    assert docker.docker("image", "inspect", "--format", "{{.Id}}", debugger["tag"]).stdout.strip() == \
+        debugger["image"]
+    done = docker.docker("exec", debugger["inputs"]["name"], "lldb", "--version")
+    assert done.stdout.startswith("lldb version"), done.stdout
+    for tool in ("git", "curl", "pigz", "readelf", "clangd"):
+        assert docker.docker("exec", debugger["inputs"]["name"], "sh", "-c", f"command -v {tool}",
+                             check=False).returncode == 0, tool

@@ -56,7 +56,7 @@ def test_the_download_and_the_checkout_run_in_the_debugger_container(host):
         for key in run[name]["environment"]:
             assert f"--env {key} " in create, f"{name} passes {key} on"
     # The debugger sees the workspace where the builder would: the checkout and the cache.
-    volumes = {(v["hostPath"], v["containerPath"]) for v in resource(host, "debugger-container")["inputs"]["volumes"]}
+    volumes = {(m["source"], m["target"]) for m in resource(host, "debugger-container")["inputs"]["mounts"]}
     assert {("/home/labile/istio-testing/work", "/work"), ("/home/labile/istio-testing/home/.cache", "/home/.cache")} \
         <= volumes
     assert "workspace" in resource(host, "debugger-container")["options"]["dependsOn"]
@@ -99,7 +99,9 @@ def test_the_outputs_name_the_elf_its_dwp_beside_it_and_the_envoy_checkout(host)
 
 def test_the_debug_image_is_made_from_the_downloaded_elf_as_from_a_built_one(host):
     run = commands(host)
-    assert run["debug-image-context"]["environment"] == {
+    staging = dict(run["debug-image-context"]["environment"])
+    assert staging.pop("COLLECTOR") == commands(evaluate("dev"))["debug-image-context"]["environment"]["COLLECTOR"]
+    assert staging == {
         "ELF": host["outputs"]["envoyElf"], "CONTEXT_DIR": "/home/.cache/istio-proxy-debug/proxyv2-debug",
         "STRIP": "true", "BUILD_ID": PREBUILT_BUILD_ID}
     build = run["debug-image-build"]
@@ -124,7 +126,7 @@ def test_the_source_map_comes_from_what_the_download_records_and_lands_in_the_ch
     lines = host["outputs"]["lldbCommands"].splitlines()
     assert [line.split()[-2:] for line in lines if line.startswith("settings append target.source-map")] == expected
     # Every target is a folder the debugger container mounts.
-    mounts = [v["containerPath"] for v in resource(host, "debugger-container")["inputs"]["volumes"]]
+    mounts = [m["target"] for m in resource(host, "debugger-container")["inputs"]["mounts"]]
     for _, target in expected:
         assert any(target == m or target.startswith(m + "/") for m in mounts), target
 
@@ -132,9 +134,9 @@ def test_the_source_map_comes_from_what_the_download_records_and_lands_in_the_ch
 def test_a_file_url_is_mounted_read_only_into_the_debugger_where_the_download_reads_it():
     evaluation = evaluate("dev", PREBUILT, "prebuiltBaseUrl=file:///srv/istio-build/proxy/")
     assert commands(evaluation)["envoy-fetch"]["environment"]["BASE_URL"] == "file:///srv/istio-build/proxy"
-    volumes = resource(evaluation, "debugger-container")["inputs"]["volumes"]
-    assert {"hostPath": "/srv/istio-build/proxy", "containerPath": "/srv/istio-build/proxy", "readOnly": True} \
-        in volumes
+    mounts = resource(evaluation, "debugger-container")["inputs"]["mounts"]
+    assert {"type": "bind", "source": "/srv/istio-build/proxy", "target": "/srv/istio-build/proxy", "readOnly": True} \
+        in mounts
 
 
 def test_a_mirror_and_an_envoy_repository_are_passed_on():

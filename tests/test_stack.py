@@ -25,7 +25,7 @@ def dev() -> dict:
 
 
 def volumes(container: dict) -> set[tuple[str, str]]:
-    return {(v["hostPath"], v["containerPath"]) for v in container["inputs"]["volumes"]}
+    return {(m["source"], m["target"]) for m in container["inputs"]["mounts"]}
 
 
 def test_there_is_a_stack_file_for_the_walkthrough():

@@ -54,7 +54,7 @@ def physical(evaluation: dict) -> set[tuple]:
         kind, inputs = r["type"], r["inputs"]
         if kind == "docker:index/container:Container":
             found.add(("container", inputs["name"]))
-            found |= {("host-path", v["hostPath"]) for v in inputs.get("volumes", [])}
+            found |= {("host-path", m["source"]) for m in inputs.get("mounts", [])}
             found |= {("host-port", p["external"]) for p in inputs.get("ports", [])}
         elif kind == "docker:index/network:Network":
             found.add(("network", inputs["name"]))
@@ -236,4 +236,4 @@ def test_destroy_keeps_the_source_the_cache_and_the_registry_data(envoy_source):
         if r["type"] == "docker:index/remoteImage:RemoteImage":
             assert r["inputs"]["keepLocally"] is True, f"{r['name']} would be removed from the host"
     registry = resource(evaluation, "registry-container")["inputs"]
-    assert [v["hostPath"] for v in registry["volumes"]] == [f"{work_dir}/registry"], "images live under workDir"
+    assert [m["source"] for m in registry["mounts"]] == [f"{work_dir}/registry"], "images live under workDir"
