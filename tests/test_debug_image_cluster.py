@@ -23,11 +23,18 @@ from components.scripts import script
 from tests.conftest import CLUSTER_PLACEMENT, ROOT, evaluate, require_tool, resource
 from tests.lldb_session import build_id, compile_debuggee
 from tests.mock_stack import FAKE_IMAGE_DIGEST, project_file, stack_config
-from tests.test_debug_image import heredoc, stage_envoy
+from tests.test_debug_image import stage_envoy
 from tests.test_target import validate
 
 SCRIPT = ROOT / "components" / "scripts" / "build-debug-image-in-cluster.sh"
 DOCKERFILE = ROOT / "components" / "docker" / "debug-image.Dockerfile"
+
+
+def heredoc(text: str, name: str) -> str:
+    """The body of the script's quoted here-document `name`."""
+    match = re.search(rf"<<'{name}'\n(.*?)\n{name}\n", text, flags=re.DOTALL)
+    assert match, f"no heredoc {name}"
+    return match.group(1) + "\n"
 BUILT_DIGEST = "sha256:" + "c" * 64
 CONFIG_DIGEST = "sha256:" + "f" * 64
 
