@@ -10,6 +10,7 @@ from components.debug_image import DebugImage, DebugImageArgs
 from components.debugger import Debugger, DebuggerArgs
 from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
 from components.launch import launch_outputs
+from components.launch_file import LaunchFile, LaunchFileArgs
 from components.lldb_server import LldbServer, LldbServerArgs
 from components.network import DockerNetwork, DockerNetworkArgs
 from components.placement import Placement
@@ -182,6 +183,10 @@ launch = launch_outputs(
     connect_url=lldb_server.connect_url, pid=lldb_server.pid,
 )
 resolve_launch_json(launch.launch_json)
+# On the host the debugger container opens /work: its .vscode/launch.json gets the configurations (in the
+# cluster code-server's workspace file carries them).
+launch_file = None if placement.in_cluster else LaunchFile(
+    "launch-file", LaunchFileArgs(layout=placement.layout, launch_json=launch.launch_json))
 
 pulumi.export("sourceCommit", workspace.commit)
 pulumi.export("envoySource", config.envoy_source)
@@ -209,6 +214,7 @@ pulumi.export("containerdMirror", containerd_mirror.summaries)
 pulumi.export("connectUrl", lldb_server.connect_url)
 pulumi.export("debuggerPorts", list(config.debugger_ports.all))
 pulumi.export("launchJson", launch.launch_json)
+pulumi.export("launchJsonFile", launch_file.path if launch_file else None)
 pulumi.export("lldbCommands", launch.lldb_commands)
 pulumi.export("podName", target.pod_name)
 pulumi.export("startCommand", target.start_command)

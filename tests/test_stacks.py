@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from components.launch_file import launch_file_command
 from tests.conftest import CLUSTER_PASSWORD, CLUSTER_PLACEMENT, ROOT, evaluate, require_tool, resource
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -231,7 +232,10 @@ def test_destroy_keeps_the_source_the_cache_and_the_registry_data(envoy_source):
     for r in evaluation["resources"]:
         if r["type"].startswith("command:"):
             assert work_dir not in r["inputs"].get("delete", ""), f"{r['name']} deletes under workDir"
-            if r["type"] == "command:local:Command":
+            if r["type"] == "command:local:Command" and r["name"] == "launch-file-merge":
+                # The one exception: it puts the developer's launch.json back (tests/test_launch_file.py).
+                assert r["inputs"]["delete"] == launch_file_command("restore")
+            elif r["type"] == "command:local:Command":
                 assert "delete" not in r["inputs"], f"{r['name']} has a delete step on the developer host"
         if r["type"] == "docker:index/remoteImage:RemoteImage":
             assert r["inputs"]["keepLocally"] is True, f"{r['name']} would be removed from the host"
