@@ -84,9 +84,10 @@ def test_both_placements_share_the_components_and_differ_in_what_they_place(host
         return {r["type"] for r in evaluation["resources"] if not r["custom"]}
 
     # The same components; the cluster adds only the volume the host's workDir stands for, the host only the
-    # Docker network its containers share.
+    # Docker network its containers share and the launch.json file (code-server's workspace file carries them).
     assert components(cluster) - components(host) == {"istio-proxy-debug:workspace:WorkspaceVolume"}
-    assert components(host) - components(cluster) == {"istio-proxy-debug:network:DockerNetwork"}
+    assert components(host) - components(cluster) == {"istio-proxy-debug:network:DockerNetwork",
+                                                      "istio-proxy-debug:launch_file:LaunchFile"}
 
 
 def test_every_kubernetes_object_of_the_cluster_placement_validates_against_the_schema(cluster):
