@@ -30,6 +30,9 @@ VS_CODE_FILE = """{
 """
 
 
+ADDED = {"name": "added later", "type": "lldb", "request": "attach", "pid": 1}
+
+
 def rendered(work: Path, *sets: str) -> tuple[dict, dict]:
     evaluation = evaluate("dev", f"workDir={work}", *sets)
     return resource(evaluation, "launch-file-merge")["inputs"], evaluation["outputs"]
@@ -49,6 +52,21 @@ def work(tmp_path: Path) -> Path:
     return tmp_path / "istio-testing"
 
 
+def developers_file(work: Path, text: str) -> Path:
+    """The launch.json the developer already has in the workspace."""
+    path = work / "work" / ".vscode" / "launch.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    return path
+
+
+def edited(path: Path, configuration: dict) -> None:
+    """The developer adds a configuration of their own."""
+    document = json.loads(path.read_text())
+    document["configurations"].append(configuration)
+    path.write_text(json.dumps(document))
+
+
 def test_the_file_is_the_one_the_debugger_opens_and_the_stacks_configurations_go_in(work):
     inputs, outputs = rendered(work)
     path = work / "work" / ".vscode" / "launch.json"
@@ -61,9 +79,7 @@ def test_the_file_is_the_one_the_debugger_opens_and_the_stacks_configurations_go
 
 
 def test_the_developers_own_configurations_and_comments_survive_an_up_and_a_destroy(work):
-    path = work / "work" / ".vscode" / "launch.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(VS_CODE_FILE)
+    path = developers_file(work, VS_CODE_FILE)
     inputs, outputs = rendered(work)
     assert run(inputs, "create").returncode == 0
     ours = [c["name"] for c in json.loads(outputs["launchJson"])["configurations"]]
@@ -73,15 +89,11 @@ def test_the_developers_own_configurations_and_comments_survive_an_up_and_a_dest
 
 
 def test_a_later_up_replaces_the_stacks_configurations_and_keeps_the_developers_edits(work):
-    path = work / "work" / ".vscode" / "launch.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(VS_CODE_FILE)
+    path = developers_file(work, VS_CODE_FILE)
     first, _ = rendered(work)
     assert run(first, "create").returncode == 0
     # The developer adds a configuration; the next up attaches to another mode, with other names.
-    document = json.loads(path.read_text())
-    document["configurations"].append({"name": "added later", "type": "lldb", "request": "attach", "pid": 1})
-    path.write_text(json.dumps(document))
+    edited(path, ADDED)
     second, outputs = rendered(work, "mode=startup")
     assert run(second, "create").returncode == 0
     ours = [c["name"] for c in json.loads(outputs["launchJson"])["configurations"]]
@@ -91,9 +103,7 @@ def test_a_later_up_replaces_the_stacks_configurations_and_keeps_the_developers_
 
 
 def test_a_file_that_cannot_be_read_is_left_as_it_is_with_the_reason(work):
-    path = work / "work" / ".vscode" / "launch.json"
-    path.parent.mkdir(parents=True)
-    path.write_text('{"configurations": [ {"name": "half')
+    path = developers_file(work, '{"configurations": [ {"name": "half')
     inputs, _ = rendered(work)
     done = run(inputs, "create")
     assert done.returncode != 0
@@ -113,14 +123,9 @@ def test_a_configuration_of_the_developers_named_like_the_stacks_is_backed_up_an
     inputs, outputs = rendered(work)
     ours = json.loads(outputs["launchJson"])["configurations"]
     mine = {"name": ours[0]["name"], "type": "lldb", "request": "attach", "pid": 4242}
-    path = work / "work" / ".vscode" / "launch.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"version": "0.2.0", "configurations": [mine]}))
+    path = developers_file(work, json.dumps({"version": "0.2.0", "configurations": [mine]}))
     assert run(inputs, "create").returncode == 0
     assert json.loads(path.read_text())["configurations"] == ours, "replaced by name"
-    document = json.loads(path.read_text())
-    document["configurations"].append({"name": "added later", "type": "lldb", "request": "attach", "pid": 1})
-    path.write_text(json.dumps(document))
+    edited(path, ADDED)
     assert run(inputs, "delete").returncode == 0
-    assert json.loads(path.read_text())["configurations"] == [
-        {"name": "added later", "type": "lldb", "request": "attach", "pid": 1}, mine]
+    assert json.loads(path.read_text())["configurations"] == [ADDED, mine]
