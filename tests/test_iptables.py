@@ -19,7 +19,6 @@ import sys
 
 import pytest
 
-from components.debug_ports import DebuggerPorts
 from components.iptables import capture_override
 from tests.conftest import require_tool
 from tests.istio_iptables import nat_rules
@@ -140,7 +139,6 @@ POD_IP, PEER_IP = "192.0.2.1", "192.0.2.2"
 PEER_PORT = 9000
 APP_UID = 1000  # the dev stack's appUid (Pulumi.yaml default), as the walkthrough's `adduser -u 1000 app`
 PROXY_UID = 1337
-DEBUGGER = DebuggerPorts(2159)  # the dev stack's lldbServerPort
 
 LISTENER = r"""
 import socket, sys, threading
@@ -177,7 +175,6 @@ class Namespaces:
         self.pod, self.peer = f"ipd-pod-{tag}", f"ipd-peer-{tag}"
         self.listeners: list[subprocess.Popen] = []
         self.created: list[str] = []
-        self.backend = ""
         self.init_output = ""
 
     def create(self) -> None:

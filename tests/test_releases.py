@@ -394,7 +394,6 @@ def captured_pod(request, tmp_path_factory):
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    namespaces.backend = backend
     namespaces.init_output = done.stdout
     namespaces.listen(namespaces.pod, "pod", [15001, 15006, 8080, 15020, 15021, 15090, *DEBUGGER.all])
     namespaces.listen(namespaces.peer, "peer", [PEER_PORT])
@@ -419,6 +418,17 @@ def test_capture_inbound_to_the_debugger_ports_is_direct(captured_pod):
     for port in DEBUGGER.all:
         assert captured_pod.connect(captured_pod.peer, POD_IP, port) == f"pod:{port}"
     assert captured_pod.connect(captured_pod.peer, POD_IP, DEBUGGER.all[-1] + 1) == "pod:15006", "and no other"
+
+
+def test_capture_istio_init_logs_the_table_it_left(captured_pod):
+    """What `kubectl logs <pod> -c istio-init` shows: outbound capture narrowed to the app, first in ISTIO_REDIRECT,
+    and the debugger ports among the release's own inbound exclusions."""
+    redirect = [line for line in captured_pod.init_output.splitlines() if line.startswith("-A ISTIO_REDIRECT ")]
+    assert redirect[:2] == [f"-A ISTIO_REDIRECT -m owner ! --uid-owner {APP_UID} -j RETURN",
+                            f"-A ISTIO_REDIRECT -m owner ! --gid-owner {APP_UID} -j RETURN"]
+    assert redirect[-1] == "-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001"
+    for port in DEBUGGER.all:
+        assert f"-A ISTIO_INBOUND -p tcp -m tcp --dport {port} -j RETURN" in captured_pod.init_output
 
 
 def test_capture_istios_own_excluded_ports_stay_direct(captured_pod):
