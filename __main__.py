@@ -73,19 +73,6 @@ if config.prebuilt:
     # No builder: the scripts that need the workspace run in the debugger, which mounts it the same way.
     builder = None
     workbench_exec = debugger.exec_command
-else:
-    builder = Builder(
-        "builder",
-        BuilderArgs(
-            placement=placement,
-            image=workspace.builder_image.apply(lambda pinned: builder_image(config.builder_image, pinned)),
-            container_name=config.physical_name("istio-proxy-builder"),
-            network_name=network_name,
-        ),
-        opts=pulumi.ResourceOptions(depends_on=ready_for_workloads),
-    )
-    workbench_exec = builder.exec_command
-if config.prebuilt:
     envoy = PrebuiltEnvoy(
         "envoy",
         PrebuiltEnvoyArgs(
@@ -98,6 +85,17 @@ if config.prebuilt:
         ),
     )
 else:
+    builder = Builder(
+        "builder",
+        BuilderArgs(
+            placement=placement,
+            image=workspace.builder_image.apply(lambda pinned: builder_image(config.builder_image, pinned)),
+            container_name=config.physical_name("istio-proxy-builder"),
+            network_name=network_name,
+        ),
+        opts=pulumi.ResourceOptions(depends_on=ready_for_workloads),
+    )
+    workbench_exec = builder.exec_command
     envoy = EnvoyBuild(
         "envoy",
         EnvoyBuildArgs(
