@@ -52,6 +52,20 @@ _UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
 ISTIO_PROXY_PORTS = frozenset({15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090})
 # The oldest release supported: the walkthrough's minor, whose istio/proxy builds Envoy as the root //:envoy.
 OLDEST_ISTIO = (1, 17)
+# The kind cluster a `cluster: kind` stack creates (suffixed with the stack off dev), its one node container
+# (kind names the node `<cluster>-control-plane`, in Docker and in Kubernetes alike) and its kubeconfig.
+KIND_CLUSTER_BASE_NAME = "istio-proxy-debug"
+REGISTRY_CONTAINER = "image-registry"
+
+
+def kind_node_name(cluster_name: str) -> str:
+    return f"{cluster_name}-control-plane"
+
+
+def kind_kubeconfig_file(work_dir: str, cluster_name: str) -> str:
+    return posixpath.join(work_dir, "kind", f"{cluster_name}.kubeconfig")
+
+
 # A StatefulSet's pods carry the label controller-revision-hash=<name>-<10 chars>, at most 63 long.
 _MAX_STATEFULSET_NAME = 52
 
@@ -80,7 +94,8 @@ class StackConfig:
     strip_target_binary: bool
     docker_network: str
     docker_network_subnet: str
-    registry_host: str
+    # None with nodeAccess docker (registry_pull_host names the registry container instead).
+    registry_host: str | None
     registry_port: int
     nodes: tuple[str, ...]
     ssh_user: str
@@ -103,6 +118,10 @@ class StackConfig:
     workspace_storage_class: str | None
     workspace_volume_size: str
     code_server_password: str | None = field(repr=False)
+    cluster: str = "existing"
+    node_access: str = "ssh"
+    # nodeAccess docker: the Docker network of the node containers, which the stack's containers join.
+    node_network: str | None = None
 
     @property
     def prebuilt(self) -> bool:
@@ -116,9 +135,31 @@ class StackConfig:
     def compilation_mode(self) -> str:
         return bazel_compilation_mode(self.bazel_build_args)
 
+    @property
+    def kind_cluster_name(self) -> str | None:
+        return self.physical_name(KIND_CLUSTER_BASE_NAME) if self.cluster == "kind" else None
+
+    @property
+    def kubeconfig_file(self) -> str | None:
+        """Where the kind cluster's own kubeconfig is written: under workDir, never ~/.kube/config."""
+        return kind_kubeconfig_file(self.work_dir, self.kind_cluster_name) if self.cluster == "kind" else None
+
+    @property
+    def registry_pull_host(self) -> str:
+        """With nodeAccess docker the nodes pull from the registry container by its name on nodeNetwork."""
+        return self.registry_container if self.node_access == "docker" else self.registry_host
+
+    @property
+    def registry_container(self) -> str:
+        return self.physical_name(REGISTRY_CONTAINER)
+
     def physical_name(self, base: str) -> str:
-        """A name for an object on a shared Docker host: the walkthrough's own for `dev`, suffixed otherwise."""
-        return base if self.stack == WALKTHROUGH_STACK else f"{base}-{self.stack}"
+        return physical_name(self.stack, base)
+
+
+def physical_name(stack: str, base: str) -> str:
+    """A name for an object on a shared Docker host: the walkthrough's own for `dev`, suffixed otherwise."""
+    return base if stack == WALKTHROUGH_STACK else f"{base}-{stack}"
 
 
 def memory_bytes(quantity: str) -> float:
@@ -314,11 +355,13 @@ KEYS = (
     "sshPrivateKey", "namespace", "workload", "targetNodeAddress", "targetNodeName", "mode",
     "lldbServerPort", "lldbServerListenAll", "appUid", "createNamespace", "proxyMemory", "proxyMemoryLimit",
     "placement", "workspaceStorageClass", "workspaceVolumeSize", "codeServerPassword",
-    "envoySource", "prebuiltBaseUrl", "envoyRepository",
+    "envoySource", "prebuiltBaseUrl", "envoyRepository", "cluster", "nodeAccess", "nodeNetwork",
 )
 MODES = ("attach", "startup")
 ENVOY_SOURCES = ("prebuilt", "build")
 PLACEMENTS = ("host", "cluster")
+CLUSTERS = ("existing", "kind")
+NODE_ACCESSES = ("ssh", "docker")
 # A NodePort Service takes its port from the API server's default --service-node-port-range.
 NODE_PORT_RANGE = (30000, 32767)
 MIN_CODE_SERVER_PASSWORD = 12
@@ -342,6 +385,33 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
     placement = r.checked("placement", r.text("placement") or "host", lambda v: v in PLACEMENTS,
                           "expected host (Docker on the developer host) or cluster (pods and a shared volume)")
     on_host = placement != "cluster"
+    cluster = r.checked(
+        "cluster", r.text("cluster") or "existing", lambda v: v in CLUSTERS,
+        "expected existing (the cluster of your current kubeconfig context) or kind (a kind cluster the stack "
+        "creates on this host's Docker, with Istio)",
+    )
+    if cluster == "kind" and not on_host:
+        r.problem("placement", placement, "expected host with cluster kind: the kind cluster has no ReadWriteMany "
+                                          "storage for the workspace; pulumi config set placement host")
+    node_access = r.checked(
+        "nodeAccess", r.text("nodeAccess") or ("docker" if cluster == "kind" else "ssh"),
+        lambda v: v in NODE_ACCESSES,
+        "expected ssh (the nodes are machines reached over SSH) or docker (the nodes are containers on this host's "
+        "Docker, run with docker exec)",
+    )
+    if cluster == "kind" and node_access == "ssh":
+        r.problem("nodeAccess", node_access, "expected docker with cluster kind: kind's nodes are containers on this "
+                                             "host; pulumi config rm nodeAccess")
+        node_access = None
+    if node_access == "docker" and not on_host:
+        r.problem("nodeAccess", node_access, "expected ssh with placement cluster: nodeAccess docker puts the "
+                                             "registry and the debugger on the nodes' Docker network, on this host")
+        node_access = None
+    by_docker = node_access == "docker"
+    node_network = r.checked(
+        "nodeNetwork", r.text("nodeNetwork") or "kind", lambda v: bool(_DOCKER_NAME.match(v)),
+        "expected a Docker network name (letters, digits, _ . -), e.g. kind",
+    ) if by_docker else None
     work_dir = r.checked(
         "workDir",
         r.required("workDir", "set an absolute folder on the developer host, e.g. /home/me/istio-testing")
@@ -383,11 +453,18 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         "dockerNetworkSubnet", r.required("dockerNetworkSubnet", "set a CIDR, e.g. 172.18.0.0/16"),
         _is_subnet, "expected a network in CIDR form with no host bits set, e.g. 172.18.0.0/16",
     )
-    registry_host = r.checked(
-        "registryHost",
-        r.required("registryHost", "set the address the nodes pull images from, e.g. 192.168.122.1"),
-        _is_host, "expected an IP address or DNS name that the nodes reach, e.g. 192.168.122.1",
-    )
+    if by_docker:
+        registry_host = r.text("registryHost")
+        if registry_host is not None:
+            r.problem("registryHost", registry_host,
+                      "expected no value with nodeAccess docker: the nodes pull from the registry container by name "
+                      "on nodeNetwork; pulumi config rm registryHost")
+    else:
+        registry_host = r.checked(
+            "registryHost",
+            r.required("registryHost", "set the address the nodes pull images from, e.g. 192.168.122.1"),
+            _is_host, "expected an IP address or DNS name that the nodes reach, e.g. 192.168.122.1",
+        )
     if on_host:
         registry_port = r.integer("registryPort", 1, 65535, PORT)
     else:
@@ -396,15 +473,26 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
             f"with placement cluster, the registry Service's NodePort: an integer from {NODE_PORT_RANGE[0]} to "
             f"{NODE_PORT_RANGE[1]}, e.g. pulumi config set registryPort 30500",
         )
-    nodes = r.string_list("nodes", 'set the node addresses, e.g. pulumi config set --path "nodes[0]" 192.168.122.55')
-    if nodes is not None:
-        bad = [n for n in nodes if not _is_host(n)]
-        if bad:
+    if cluster == "kind":
+        nodes = [kind_node_name(physical_name(stack, KIND_CLUSTER_BASE_NAME))]
+        if r.text("nodes") not in (None, "[]"):
+            r.problems.append(f"{PROJECT}:nodes is set, but cluster kind has one node, {nodes[0]}, which the stack "
+                              "creates: pulumi config rm nodes")
+    elif by_docker:
+        nodes = r.string_list("nodes", 'set the node container names, e.g. pulumi config set --path "nodes[0]" '
+                                       'kind-control-plane')
+        if nodes is not None and (bad := [n for n in nodes if not _DOCKER_NAME.match(n)]):
+            r.problem("nodes", nodes, f"expected Docker container names (docker ps); not valid: {', '.join(bad)}")
+            nodes = None
+    else:
+        nodes = r.string_list("nodes", 'set the node addresses, e.g. pulumi config set --path "nodes[0]" '
+                                       '192.168.122.55')
+        if nodes is not None and (bad := [n for n in nodes if not _is_host(n)]):
             r.problem("nodes", nodes, f"expected IP addresses or DNS names; not valid: {', '.join(bad)}")
             nodes = None
-        elif len(set(nodes)) != len(nodes):
-            r.problem("nodes", nodes, "expected each node once")
-            nodes = None
+    if nodes is not None and len(set(nodes)) != len(nodes):
+        r.problem("nodes", nodes, "expected each node once")
+        nodes = None
     ssh_user = r.checked("sshUser", r.required("sshUser", "set the SSH user on the nodes, e.g. root"),
                          lambda v: bool(_UNIX_USER.match(v)), "expected a Unix user name, e.g. root")
     ssh_private_key = r.checked(
@@ -437,7 +525,7 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         r.problem("targetNodeAddress", target_node_address, f"expected one of nodes: {', '.join(nodes)}")
         target_node_address = None
     target_node_name = r.checked(
-        "targetNodeName", r.text("targetNodeName"),
+        "targetNodeName", r.text("targetNodeName") or (nodes[0] if cluster == "kind" and nodes else None),
         lambda v: len(v) <= 253 and bool(_DNS1123_SUBDOMAIN.match(v)),
         "expected a Kubernetes node name (DNS-1123 subdomain), as `kubectl get nodes` shows it",
     )
@@ -521,6 +609,7 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         lldb_server_port=lldb_server_port, lldb_server_listen_all=lldb_server_listen_all, app_uid=app_uid,
         placement=placement, workspace_storage_class=workspace_storage_class,
         workspace_volume_size=workspace_volume_size, code_server_password=code_server_password,
+        cluster=cluster, node_access=node_access, node_network=node_network,
     )
 
 

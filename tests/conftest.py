@@ -58,7 +58,19 @@ def git(cwd: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
+# What `make up` sets on first use in a stack file without workDir (the lab's), for a developer whose $HOME is this.
+MAKE_UP_HOME = "/home/newcomer"
+MAKE_UP_WORK_DIR = f"{MAKE_UP_HOME}/istio-proxy-debug-lab"
+
+
+def machine_config(stack: str) -> list[str]:
+    """The settings `make up` adds to a committed stack file on a developer's machine."""
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    return [f"workDir={MAKE_UP_WORK_DIR}"] if path.exists() and "workDir:" not in path.read_text() else []
+
+
 def run_harness(stack: str, *sets: str, preview: bool = False, facts: str | None = None) -> subprocess.CompletedProcess:
+    sets = (*machine_config(stack), *sets)
     args = [sys.executable, "-m", "tests.mock_stack", stack, *(f"--set={s}" for s in sets)]
     if preview:
         args.append("--preview")
