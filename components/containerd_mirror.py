@@ -8,9 +8,10 @@ entry when mirrors are already in use, or edits registries.yaml on k3s. It backs
 and `pulumi destroy` puts them back. Several stacks may share a node: each takes out only its own entry,
 and the last one restores the original configuration file.
 
-The scripts run over SSH as `bash -c '<parameters><script>'`. The parameters are rendered into the text
-with single quotes, not passed as environment variables: those only reach the node if its sshd's AcceptEnv
-lets them through. The text also makes every change visible in `pulumi preview --diff`.
+The scripts run over SSH as `bash -c '<parameters><script>'`, or with nodeAccess docker on stdin to
+`docker exec -i <node> bash -s`. The parameters are rendered into the text with single quotes, not passed
+as environment variables: those only reach the node if its sshd's AcceptEnv lets them through. The text
+also makes every change visible in `pulumi preview --diff`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
-from pulumi_command import remote
 
+from components.node_access import NodeAccess, with_script
 from components.scripts import script, shell_assignments
 
 COMMON_SCRIPT = "containerd-mirror-common.sh"
@@ -81,12 +82,29 @@ def render_command(name: str, parameters: Mapping[str, str]) -> str:
     return "bash -c " + shlex.quote(render_script(name, parameters))
 
 
+def create_script(host: str, port: int) -> str:
+    return render_script(CREATE_SCRIPT, script_parameters(host, port))
+
+
+def delete_script(host: str, port: int) -> str:
+    return render_script(DELETE_SCRIPT, {"REGISTRY": registry_address(host, port)})
+
+
 def render_create(host: str, port: int) -> str:
     return render_command(CREATE_SCRIPT, script_parameters(host, port))
 
 
 def render_delete(host: str, port: int) -> str:
     return render_command(DELETE_SCRIPT, {"REGISTRY": registry_address(host, port)})
+
+
+def node_commands(access: NodeAccess, node: str, host: str, port: int) -> dict[str, str | None]:
+    """create, stdin and delete for one node: `bash -c '<script>'` over SSH, the script on stdin to docker exec."""
+    if access.by_docker:
+        shell = access.root_shell(node)
+        return {"create": shell, "stdin": create_script(host, port),
+                "delete": with_script(shell, delete_script(host, port))}
+    return {"create": render_create(host, port), "stdin": None, "delete": render_delete(host, port)}
 
 
 def node_resource_name(name: str, node: str) -> str:
@@ -97,15 +115,13 @@ def node_resource_name(name: str, node: str) -> str:
 @dataclass
 class ContainerdMirrorArgs:
     nodes: Sequence[str]
-    ssh_user: str
-    # A secret Output with the key's text; None uses the SSH agent (SSH_AUTH_SOCK of the pulumi process).
-    ssh_private_key: pulumi.Input[str] | None
+    access: NodeAccess
     registry_host: str
     registry_port: int
 
 
 class ContainerdMirror(pulumi.ComponentResource):
-    """One remote command per node. Create configures the node, and destroy restores its files."""
+    """One command per node. Create configures the node, and destroy restores its files."""
 
     summaries: pulumi.Output[dict[str, str]]
 
@@ -114,21 +130,15 @@ class ContainerdMirror(pulumi.ComponentResource):
         names = {node: node_resource_name(name, node) for node in args.nodes}
         if len(set(names.values())) != len(names):
             raise ValueError(f"two nodes map to the same resource name: {sorted(names.values())}")
-        create = render_create(args.registry_host, args.registry_port)
-        delete = render_delete(args.registry_host, args.registry_port)
         commands = {}
         for node, resource_name in names.items():
-            commands[node] = remote.Command(
-                resource_name,
-                connection=remote.ConnectionArgs(host=node, user=args.ssh_user, private_key=args.ssh_private_key),
-                create=create,
-                delete=delete,
+            commands[node] = args.access.command(
+                resource_name, node,
+                **node_commands(args.access, node, args.registry_host, args.registry_port),
                 # Another registry replaces the command, old first: the delete stored in the state takes
                 # the old registry's entry out before the new one goes in, so the node never pulls from
                 # both. A change to the script alone runs create again, which is idempotent.
                 triggers=[registry_address(args.registry_host, args.registry_port)],
-                # The provider's PULUMI_COMMAND_* variables need sshd's AcceptEnv; nothing here reads them.
-                add_previous_output_in_env=False,
                 opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
             )
         self.summaries = pulumi.Output.all(

@@ -13,9 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
-from pulumi_command import remote
 
 from components.debug_ports import DebuggerPorts
+from components.node_access import NodeAccess, with_script
+from components.options import child_options
 from components.scripts import script, shell_assignments
 
 # Where the debug image puts the real binary (its gdbserver must be found beside it).
@@ -60,23 +61,22 @@ def stop_script(parameters: Mapping[str, str | int]) -> str:
     return render_node_script({k: parameters[k] for k in ("STATE_DIR", "INSTANCE")}, script("lldb-server-stop.sh"))
 
 
-def shell_as_root(user: str) -> str:
-    """The command the scripts are fed to: root's bash, through sudo for any other SSH user."""
-    return "bash -s" if user == "root" else "sudo -n bash -s"
-
-
 @dataclass
 class LldbServerArgs:
-    node_address: str
+    # The node as the access reaches it: an address over SSH, a container name with docker.
+    node: str
     listen_all: bool
-    ssh_user: str
-    ssh_private_key: pulumi.Input[str] | None
+    access: NodeAccess
     pod: pulumi.Input[str]
     process_name: str
     ports: DebuggerPorts
     instance: str
     # What makes the running server stale: the pod's image, the pod itself.
     restart_on: Sequence[pulumi.Input[str]]
+    # nodeAccess docker: the Docker network the debugger shares with the node (lldb-server binds the node's
+    # address there), and what changes when the node container is made anew.
+    node_network: pulumi.Input[str] | None = None
+    node_created: Sequence[pulumi.Input[str]] = ()
 
 
 class LldbServer(pulumi.ComponentResource):
@@ -85,22 +85,23 @@ class LldbServer(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: LldbServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:lldb_server:LldbServer", name, None, opts)
-        parameters = pulumi.Output.from_input(args.pod).apply(
-            lambda pod: node_parameters(pod=pod, process_name=args.process_name, node_address=args.node_address,
-                                        listen_all=args.listen_all, ports=args.ports, instance=args.instance)
+        node_address = args.access.address(f"{name}-node-address", args.node, args.node_network, args.node_created,
+                                           opts=child_options(self, opts))
+        parameters = pulumi.Output.all(args.pod, node_address).apply(
+            lambda v: node_parameters(pod=v[0], process_name=args.process_name, node_address=v[1],
+                                      listen_all=args.listen_all, ports=args.ports, instance=args.instance)
         )
-        server = remote.Command(
-            f"{name}-platform",
-            connection=remote.ConnectionArgs(
-                host=args.node_address, user=args.ssh_user, private_key=args.ssh_private_key,
-            ),
-            create=shell_as_root(args.ssh_user),
+        shell = args.access.root_shell(args.node)
+        server = args.access.command(
+            f"{name}-platform", args.node,
+            create=shell,
             stdin=parameters.apply(start_script),
-            delete=parameters.apply(lambda p: f"{shell_as_root(args.ssh_user)} <<'STOP'\n{stop_script(p)}STOP\n"),
-            triggers=list(args.restart_on),
+            delete=parameters.apply(lambda p: with_script(shell, stop_script(p))),
+            triggers=args.restart_on,
             # The old server holds the port: it must stop before the new one starts.
-            opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
+            opts=child_options(self, opts, delete_before_replace=True),
         )
-        self.connect_url = pulumi.Output.from_input(f"connect://{args.node_address}:{args.ports.platform}")
+        self.connect_url = node_address.apply(
+            lambda address: f"connect://{address}:{args.ports.platform}")
         self.pid = server.stdout.apply(lambda out: int(out.strip().splitlines()[-1]))
         self.register_outputs({"connectUrl": self.connect_url, "pid": self.pid})

@@ -882,6 +882,7 @@ COMPONENT_PROGRAM = r"""
 import json, sys
 import pulumi
 from components.containerd_mirror import ContainerdMirror, ContainerdMirrorArgs
+from components.node_access import NodeAccess
 
 resources, options = [], {}
 SECRET = "4dabf18193072939515e22adb298388d"
@@ -913,10 +914,13 @@ def program():
     pulumi.runtime.register_stack_transformation(record)
     key = pulumi.Output.secret("-----BEGIN OPENSSH PRIVATE KEY-----\nk\n-----END OPENSSH PRIVATE KEY-----\n")
     with_key = ContainerdMirror("containerd-mirror", ContainerdMirrorArgs(
-        nodes=["192.168.122.55", "fd00::7"], ssh_user="labile", ssh_private_key=key,
+        nodes=["192.168.122.55", "fd00::7"], access=NodeAccess("ssh", ssh_user="labile", ssh_private_key=key),
         registry_host="192.168.122.1", registry_port=5000))
     ContainerdMirror("agent-mirror", ContainerdMirrorArgs(
-        nodes=["node-b.lab"], ssh_user="root", ssh_private_key=None, registry_host="192.168.122.1",
+        nodes=["node-b.lab"], access=NodeAccess("ssh", ssh_user="root"), registry_host="192.168.122.1",
+        registry_port=5000))
+    ContainerdMirror("kind-mirror", ContainerdMirrorArgs(
+        nodes=["lab-control-plane"], access=NodeAccess("docker"), registry_host="image-registry-lab",
         registry_port=5000))
     return with_key.summaries.apply(lambda s: print("summaries=" + json.dumps(s), file=sys.stderr))
 
@@ -932,6 +936,15 @@ def test_the_component_runs_one_command_per_node_replaced_delete_first_on_a_new_
     resources = {r["name"]: r for r in json.loads(done.stdout)}
     assert resources.pop("containerd-mirror")["type"] == "istio-proxy-debug:containerd_mirror:ContainerdMirror"
     assert resources.pop("agent-mirror")["type"] == "istio-proxy-debug:containerd_mirror:ContainerdMirror"
+    assert resources.pop("kind-mirror")["type"] == "istio-proxy-debug:containerd_mirror:ContainerdMirror"
+    in_container = resources.pop("kind-mirror-lab-control-plane")
+    assert in_container["type"] == "command:local:Command", "a node container is reached from this host"
+    assert in_container["options"] == {"parent": "kind-mirror", "deleteBeforeReplace": True}
+    assert in_container["inputs"]["create"] == "docker exec -i lab-control-plane bash -s"
+    assert in_container["inputs"]["stdin"] == containerd_mirror.create_script("image-registry-lab", 5000)
+    assert in_container["inputs"]["delete"] == (
+        "docker exec -i lab-control-plane bash -s <<'STOP'\n"
+        + containerd_mirror.delete_script("image-registry-lab", 5000) + "STOP\n")
     hosts = {"containerd-mirror-192.168.122.55": "192.168.122.55", "containerd-mirror-fd00--7": "fd00::7",
              "agent-mirror-node-b.lab": "node-b.lab"}
     assert set(resources) == set(hosts)
