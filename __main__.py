@@ -9,13 +9,16 @@ from components.containerd_mirror import ContainerdMirror, ContainerdMirrorArgs
 from components.debug_image import DebugImage, DebugImageArgs
 from components.debugger import Debugger, DebuggerArgs
 from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
+from components.istio import Istio, IstioArgs
+from components.kind_cluster import KindCluster, KindClusterArgs
 from components.launch import launch_outputs
 from components.launch_file import LaunchFile, LaunchFileArgs
 from components.lldb_server import LldbServer, LldbServerArgs
 from components.network import DockerNetwork, DockerNetworkArgs
+from components.node_access import NodeAccess
 from components.placement import Placement
 from components.prebuilt_envoy import PrebuiltEnvoy, PrebuiltEnvoyArgs
-from components.registry import Registry, RegistryArgs
+from components.registry import REGISTRY_CONTAINER_PORT, Registry, RegistryArgs
 from components.target import PROXY_WAIT_PROCESS, Target, TargetArgs, Workload
 from components.workspace import Workspace, WorkspaceArgs, WorkspaceVolume, WorkspaceVolumeArgs
 
@@ -24,7 +27,26 @@ CLUSTER_NAMESPACE = "istio-proxy-debug"
 WORKSPACE_CLAIM = "workspace"
 
 config = load_config()
-ssh_private_key = pulumi.Output.secret(config.ssh_private_key) if config.ssh_private_key else None
+node_access = NodeAccess(
+    config.node_access, ssh_user=config.ssh_user,
+    ssh_private_key=pulumi.Output.secret(config.ssh_private_key) if config.ssh_private_key else None,
+)
+
+if config.cluster == "kind":
+    # The lab: a kind cluster of the stack's own, Istio in it, and every Kubernetes resource through its provider.
+    kind = KindCluster("kind", KindClusterArgs(
+        cluster_name=config.kind_cluster_name, kubeconfig_file=config.kubeconfig_file,
+        node_network=config.node_network,
+    ))
+    cluster_options = pulumi.ResourceOptions(providers=[kind.provider])
+    istio = Istio("istio", IstioArgs(version=config.istio_version), opts=cluster_options)
+    # The node scripts need the node; the target needs istiod's injector.
+    nodes_ready = [kind]
+    injector_ready = [istio.istiod]
+else:
+    kind = None
+    cluster_options = pulumi.ResourceOptions()
+    nodes_ready, injector_ready = [], []
 
 if config.placement == "cluster":
     placement = Placement.cluster(namespace=config.physical_name(CLUSTER_NAMESPACE), claim_name=WORKSPACE_CLAIM)
@@ -43,6 +65,9 @@ else:
 
 if placement.in_cluster:
     network_name = None
+elif node_access.by_docker:
+    # The nodes' own network: there the debugger reaches lldb-server, and the nodes the registry, by name.
+    network_name = kind.node_network if kind else config.node_network
 else:
     network_name = DockerNetwork("docker", DockerNetworkArgs(
         name=config.physical_name(config.docker_network), subnet=config.docker_network_subnet,
@@ -107,13 +132,16 @@ else:
             source_commit=workspace.commit,
         ),
     )
+registry_pull_port = REGISTRY_CONTAINER_PORT if node_access.by_docker else config.registry_port
 registry = Registry(
     "registry",
     RegistryArgs(
         placement=placement,
         port=config.registry_port,
-        pull_host=config.registry_host,
-        container_name=config.physical_name("image-registry"),
+        pull_host=config.registry_pull_host,
+        pull_port=registry_pull_port,
+        container_name=config.registry_container,
+        node_network=network_name if node_access.by_docker else None,
     ),
     opts=pulumi.ResourceOptions(depends_on=ready_for_workloads),
 )
@@ -136,11 +164,11 @@ containerd_mirror = ContainerdMirror(
     "containerd-mirror",
     ContainerdMirrorArgs(
         nodes=config.nodes,
-        ssh_user=config.ssh_user,
-        ssh_private_key=ssh_private_key,
-        registry_host=config.registry_host,
-        registry_port=config.registry_port,
+        access=node_access,
+        registry_host=config.registry_pull_host,
+        registry_port=registry_pull_port,
     ),
+    opts=pulumi.ResourceOptions(depends_on=nodes_ready),
 )
 target = Target(
     "target",
@@ -157,24 +185,28 @@ target = Target(
         ),
         mode=config.mode,
         create_namespace=config.create_namespace,
+        kubeconfig_file=config.kubeconfig_file,
     ),
-    # The nodes must be able to pull the debug image before the pod asks for it.
-    opts=pulumi.ResourceOptions(depends_on=[containerd_mirror]),
+    # The nodes must be able to pull the debug image before the pod asks for it, and istiod must inject it.
+    opts=pulumi.ResourceOptions.merge(cluster_options,
+                                      pulumi.ResourceOptions(depends_on=[containerd_mirror, *injector_ready])),
 )
 lldb_server = LldbServer(
     "lldb-server",
     LldbServerArgs(
-        node_address=config.target_node_address,
+        node=config.target_node_address,
         listen_all=config.lldb_server_listen_all,
-        ssh_user=config.ssh_user,
-        ssh_private_key=ssh_private_key,
+        access=node_access,
         pod=target.pod_name,
         # attach: the running Envoy; startup: istio-proxy's waiting process, in whose namespaces Envoy will run.
         process_name="envoy" if config.mode == "attach" else PROXY_WAIT_PROCESS,
         ports=config.debugger_ports,
         instance=f"{config.project}-{config.stack}",
         restart_on=[debug_image.pull_reference, target.pod_name],
+        node_network=network_name if node_access.by_docker else None,
+        node_created=[kind.cluster_id] if kind else [],
     ),
+    opts=pulumi.ResourceOptions(depends_on=nodes_ready),
 )
 launch = launch_outputs(
     mode=config.mode, pod=target.pod_name, elf=envoy.elf, source_map=envoy.source_map,
@@ -186,6 +218,8 @@ resolve_launch_json(launch.launch_json)
 launch_file = None if placement.in_cluster else LaunchFile(
     "launch-file", LaunchFileArgs(layout=placement.layout, launch_json=launch.launch_json))
 
+pulumi.export("cluster", config.kind_cluster_name)
+pulumi.export("kubeconfigFile", config.kubeconfig_file)
 pulumi.export("sourceCommit", workspace.commit)
 pulumi.export("envoySource", config.envoy_source)
 pulumi.export("builderContainer", builder.target if builder else None)
@@ -216,3 +250,4 @@ pulumi.export("launchJsonFile", launch_file.path if launch_file else None)
 pulumi.export("lldbCommands", launch.lldb_commands)
 pulumi.export("podName", target.pod_name)
 pulumi.export("startCommand", target.start_command)
+pulumi.export("portForwardCommand", target.port_forward_command)

@@ -53,10 +53,15 @@ class RegistryArgs:
     placement: Placement
     # Host port, or the Service's NodePort.
     port: int
-    # The address the nodes pull from: the developer host, or an address of a node (the NodePort).
+    # The address the nodes pull from: the developer host, an address of a node (the NodePort), or with
+    # nodeAccess docker the registry container's name on the nodes' network.
     pull_host: str
+    # registryPort, or with nodeAccess docker the container's own port (REGISTRY_CONTAINER_PORT).
+    pull_port: int
     # host only
     container_name: str
+    # nodeAccess docker: the nodes' Docker network, which the registry joins; they pull from its own port there.
+    node_network: pulumi.Input[str] | None = None
 
 
 class Registry(pulumi.ComponentResource):
@@ -90,8 +95,10 @@ class Registry(pulumi.ComponentResource):
                 envs=[f"{k}={v}" for k, v in REGISTRY_ENV.items()],
                 ports=[docker.ContainerPortArgs(internal=REGISTRY_CONTAINER_PORT, external=args.port)],
                 mounts=[bind_mount(placement.layout.registry_dir, REGISTRY_STORAGE)],
+                networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.node_network)]
+                if args.node_network is not None else None,
                 opts=child_options(self, opts, delete_before_replace=True),
             )
             self.push_address = pulumi.Output.from_input(f"localhost:{args.port}")
-        self.pull_address = pulumi.Output.from_input(f"{args.pull_host}:{args.port}")
+        self.pull_address = pulumi.Output.from_input(f"{args.pull_host}:{args.pull_port}")
         self.register_outputs({"pushAddress": self.push_address, "pullAddress": self.pull_address})

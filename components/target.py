@@ -36,7 +36,6 @@ an unconfined seccomp/AppArmor profile.
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 
 import pulumi
@@ -45,6 +44,7 @@ import pulumi_kubernetes as k8s
 from components.config import memory_bytes
 from components.debug_ports import DebuggerPorts
 from components.iptables import ISTIO_PROXY_UID, capture_override, excluded_inbound_ports_annotation
+from components.kind_cluster import kubectl_command
 from components.options import child_options
 from components.scripts import script
 
@@ -109,12 +109,18 @@ def pod_name(workload: str) -> str:
     return f"{workload}-0"
 
 
-def start_command(namespace: str, pod: str) -> str:
+def start_command(namespace: str, pod: str, kubeconfig_file: str | None = None) -> str:
     """The walkthrough's by-hand start of pilot-agent in the waiting istio-proxy: the start file the wait
     wrote from the injector's own arguments, run as the container's user (uid 1337) with its env, with a
-    terminal so Ctrl-C stops it."""
-    return shlex.join(["kubectl", "-n", namespace, "exec", "-it", pod, "-c", PROXY_CONTAINER, "--",
-                       "/bin/sh", START_FILE])
+    terminal so Ctrl-C stops it. With the lab's own kubeconfig when it has one."""
+    return kubectl_command(kubeconfig_file, "-n", namespace, "exec", "-it", pod, "-c", PROXY_CONTAINER, "--",
+                           "/bin/sh", START_FILE)
+
+
+def port_forward_command(namespace: str, pod: str, kubeconfig_file: str | None = None) -> str:
+    """How the developer reaches the target app from their machine: its HTTP port on localhost."""
+    port = APP_PORTS[0]["port"]
+    return kubectl_command(kubeconfig_file, "-n", namespace, "port-forward", f"pod/{pod}", f"{port}:{port}")
 
 
 def namespace_manifest(namespace: str) -> dict:
@@ -253,6 +259,8 @@ class TargetArgs:
     workload: Workload
     mode: str
     create_namespace: bool
+    # The lab's kubeconfig, for the commands the stack prints; None: the current context.
+    kubeconfig_file: str | None = None
 
 
 class Target(pulumi.ComponentResource):
@@ -260,6 +268,7 @@ class Target(pulumi.ComponentResource):
 
     pod_name: pulumi.Output[str]
     start_command: pulumi.Output[str | None]
+    port_forward_command: pulumi.Output[str]
 
     def __init__(self, name: str, args: TargetArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:target:Target", name, None, opts)
@@ -294,7 +303,11 @@ class Target(pulumi.ComponentResource):
         )
         self.pod_name = created_set.metadata.apply(lambda m: pod_name(m.name))
         if args.mode == "startup":
-            self.start_command = pulumi.Output.all(namespace, self.pod_name).apply(lambda v: start_command(*v))
+            self.start_command = pulumi.Output.all(namespace, self.pod_name).apply(
+                lambda v: start_command(*v, args.kubeconfig_file))
         else:
             self.start_command = pulumi.Output.from_input(None)
-        self.register_outputs({"podName": self.pod_name, "startCommand": self.start_command})
+        self.port_forward_command = pulumi.Output.all(namespace, self.pod_name).apply(
+            lambda v: port_forward_command(*v, args.kubeconfig_file))
+        self.register_outputs({"podName": self.pod_name, "startCommand": self.start_command,
+                               "portForwardCommand": self.port_forward_command})

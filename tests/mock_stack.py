@@ -45,6 +45,10 @@ WALKTHROUGH_BUILDER_IMAGE = (
     "gcr.io/istio-testing/build-tools-proxy:release-1.17-80e042c2d3016b759c6c5ebe4e77564a7f43bf2c")
 FAKE_IMAGE_DIGEST = "sha256:" + "d" * 64
 FAKE_STRIPPED_BYTES = 187_000_000
+# A kind node's address on the `kind` network (docker inspect).
+KIND_NODE_ADDRESS = "172.19.0.2"
+# What `kind get kubeconfig` prints, shortened: the admin key makes it a secret.
+FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nusers: [{name: kind, user: {client-key-data: ZmFrZQ==}}]\n"
 FAKE_SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
@@ -136,10 +140,16 @@ def _fake_outputs(typ: str, name: str, inputs: dict, facts: SourceFacts) -> dict
     if typ == "command:local:Command" and name == "debug-image-build":
         repository = inputs["environment"]["IMAGE"].rsplit(":", 1)[0]
         return {"stdout": f"Step 1/3 ...\n{repository}@{FAKE_IMAGE_DIGEST}\n"}
-    if typ == "command:remote:Command" and name.startswith("containerd-mirror-"):
+    # The node commands run over SSH, or through docker exec from the host (nodeAccess docker).
+    node_command = typ in ("command:remote:Command", "command:local:Command")
+    if node_command and name.startswith("containerd-mirror-"):
         return {"stdout": "192.168.122.1:5000: hosts.toml in /etc/containerd/certs.d (no restart)\n"}
-    if typ == "command:remote:Command" and name == "lldb-server-platform":
+    if node_command and name == "lldb-server-platform":
         return {"stdout": f"{WALKTHROUGH_ENVOY_PID}\n"}
+    if typ == "command:local:Command" and name == "lldb-server-node-address":
+        return {"stdout": f"{KIND_NODE_ADDRESS}\n"}
+    if typ == "command:local:Command" and name == "kind-cluster":
+        return {"stdout": FAKE_KUBECONFIG}
     if typ == "command:local:Command" and name == "debugger-image":
         return {"stdout": "sha256:" + hashlib.sha256(inputs["stdin"].encode()).hexdigest() + "\n"}
     return {}
@@ -175,6 +185,8 @@ def evaluate(stack: str = "dev", overrides: dict[str, str | None] | None = None,
             outputs = {**args.inputs, **computed}
             resources.append({
                 "type": args.typ, "name": args.name, "custom": bool(args.custom), "inputs": _plain(args.inputs),
+                # The provider reference (`<provider urn>::<id>`); empty for the default provider.
+                "provider": args.provider or "",
             })
             return f"{args.name}-id", outputs
 

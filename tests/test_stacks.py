@@ -23,6 +23,7 @@ import new_stack  # noqa: E402
 # Shared by design: the Docker host's socket and the images every stack pulls or builds alike.
 SHARED_BY_DESIGN_KINDS = {"image"}
 SHARED_BY_DESIGN = {("host-path", "/var/run/docker.sock")}
+NODE_COMMAND_TYPES = ("command:local:Command", "command:remote:Command")
 
 
 def developer_stack(tmp_path: Path, *names: str) -> dict[str, dict]:
@@ -62,9 +63,24 @@ def physical(evaluation: dict) -> set[tuple]:
             found |= {("subnet", c["subnet"]) for c in inputs["ipamConfigs"]}
         elif kind == "docker:index/remoteImage:RemoteImage":
             found.add(("image", inputs["name"]))
-        elif kind.startswith("kubernetes:"):
+        elif kind.startswith("kubernetes:") and kind != "kubernetes:helm.sh/v3:Release":
             metadata = inputs["metadata"]
-            found.add(("kubernetes", kind, metadata.get("namespace"), metadata["name"]))
+            # Objects in a cluster of the stack's own (its provider) share nothing with the current context's.
+            found.add(("kubernetes", r["provider"] or "current context", kind, metadata.get("namespace"),
+                       metadata["name"]))
+        elif kind == "command:local:Command" and "KIND_CLUSTER" in inputs.get("environment", {}):
+            environment = inputs["environment"]
+            found |= {("kind-cluster", environment["KIND_CLUSTER"]), ("host-path", environment["KUBECONFIG_FILE"])}
+        elif kind in NODE_COMMAND_TYPES and r["name"].startswith("containerd-mirror-"):
+            registry = assignments(node_script(r, "create"))["REGISTRY"]
+            found.add(("node-registry-entry", node_of(r), registry))
+        elif kind in NODE_COMMAND_TYPES and "LISTEN_ADDRESS" in inputs.get("stdin", ""):
+            params = assignments(inputs["stdin"])
+            node = node_of(r)
+            first = int(params["PLATFORM_PORT"])
+            found |= {("node-port", node, port) for port in range(first, first + 5)}
+            for suffix in ("pid", "log"):
+                found.add(("node-file", node, f"{params['STATE_DIR']}/lldb-server-{params['INSTANCE']}.{suffix}"))
         elif kind == "command:local:Command" and not inputs["create"].startswith("docker exec"):
             environment = inputs.get("environment", {})
             found |= {("host-path", v) for k, v in environment.items() if k.endswith("_DIR") and v.startswith("/")}
@@ -72,17 +88,30 @@ def physical(evaluation: dict) -> set[tuple]:
                 found.add(("image", environment["IMAGE"]))
             elif "IMAGE" in environment:
                 found.add(("image-tag", environment["IMAGE"]))
-        elif kind == "command:remote:Command" and r["name"].startswith("containerd-mirror-"):
-            registry = assignments(shlex.split(inputs["create"])[-1])["REGISTRY"]
-            found.add(("node-registry-entry", inputs["connection"]["secret"]["host"], registry))
-        elif kind == "command:remote:Command" and "LISTEN_ADDRESS" in inputs.get("stdin", ""):
-            params = assignments(inputs["stdin"])
-            node = params["LISTEN_ADDRESS"]
-            first = int(params["PLATFORM_PORT"])
-            found |= {("node-port", node, port) for port in range(first, first + 5)}
-            for suffix in ("pid", "log"):
-                found.add(("node-file", node, f"{params['STATE_DIR']}/lldb-server-{params['INSTANCE']}.{suffix}"))
     return found
+
+
+def node_of(command: dict) -> str:
+    """The node a node command runs on: its SSH host, or the container `docker exec` enters."""
+    if command["type"] == "command:remote:Command":
+        return command["inputs"]["connection"]["secret"]["host"]
+    words = shlex.split(command["inputs"]["create"])
+    assert words[:3] == ["docker", "exec", "-i"], words
+    return words[3]
+
+
+def node_script(command: dict, step: str) -> str:
+    """The script a node command runs: `bash -c '<script>'` over SSH, on stdin to docker exec."""
+    if command["type"] == "command:remote:Command":
+        return shlex.split(command["inputs"][step])[-1]
+    return command["inputs"]["stdin"]
+
+
+def keys_in_use(stack: dict) -> tuple[str, ...]:
+    """The keys whose values two stacks must not share: a kind stack has its own cluster, node and network."""
+    if stack.get("cluster") == "kind":
+        return ("registryPort",)
+    return ("registryPort", "lldbServerPort", "dockerNetworkSubnet", "namespace")
 
 
 def test_new_stacks_download_envoy_whatever_the_walkthroughs_stack_does(tmp_path):
@@ -97,7 +126,7 @@ def test_new_stacks_get_values_no_other_stack_file_uses(tmp_path):
     committed = new_stack.stack_files(ROOT)
     for key in ("registryPort", "lldbServerPort", "dockerNetworkSubnet", "namespace"):
         values = [str(c[key]) for c in made.values()]
-        values += [str(s.get(key, new_stack.defaults(ROOT)[key])) for s in committed.values()]
+        values += [str(s.get(key, new_stack.defaults(ROOT)[key])) for s in committed.values() if key in keys_in_use(s)]
         assert len(values) == len(set(values)), f"{key} collides: {values}"
 
 
