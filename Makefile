@@ -4,12 +4,35 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV := .venv
-STACK ?= dev
+# The lab (Pulumi.lab.yaml): a kind cluster on this machine's Docker. STACK=dev is the walkthrough's own lab.
+STACK ?= lab
 PULUMI_VERSION ?= 3.272.0
+# The kind CLI `make up` installs when a kind stack needs it and none is on PATH; its release's own checksums
+# (kind-<os>-<arch>.sha256sum). The node image the stack pins (components/kind_cluster.py) is this release's.
+KIND_VERSION ?= v0.32.0
+KIND_SHA256_linux_amd64 := 50030de23cf40a18505f20426f6a8506bedf13c6e509244bd1fa9463721b0f54
+KIND_SHA256_linux_arm64 := b92cd615e97585de8ddade28ed5cd7feb4248d717c233eea5b03c37298900f5d
+KIND_SHA256_darwin_amd64 := 295ac6d0d634c9819c9907df45e3017d1f13166bd13c3404c45e79f7faa47498
+KIND_SHA256_darwin_arm64 := dca67911095a110c2b5c36e26df6cac860c602033e456c0db47be498cdef1ebb
+KIND_URL ?= https://kind.sigs.k8s.io/dl
+# Tools `make up` installs go here (kind), and the program's commands find them on PATH.
+LOCAL_BIN := $(HOME)/.local/bin
+export PATH := $(LOCAL_BIN):$(PATH)
+# A stack without workDir (the lab's file) gets this one on first `make up`.
+LAB_WORK_DIR ?= $(HOME)/istio-proxy-debug-$(STACK)
 # A local file backend: no Pulumi account needed. State lives outside the checkout, so a fresh clone
 # finds the stacks again.
 export PULUMI_BACKEND_URL ?= file://$(HOME)/.pulumi-istio-proxy-debug
 PULUMI := $(shell command -v pulumi 2>/dev/null || echo $(HOME)/.pulumi/bin/pulumi)
+STACK_FILE := Pulumi.$(STACK).yaml
+USES_KIND := $(shell grep -qs '^ *istio-proxy-debug:cluster: *kind' $(STACK_FILE) && echo yes)
+# The lab's only secret is its own kind cluster's kubeconfig (also in workDir, unencrypted, as kind writes it):
+# no passphrase prompt unless you set one.
+ifeq ($(USES_KIND),yes)
+ifeq ($(origin PULUMI_CONFIG_PASSPHRASE)$(origin PULUMI_CONFIG_PASSPHRASE_FILE),undefinedundefined)
+export PULUMI_CONFIG_PASSPHRASE :=
+endif
+endif
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 # Debian packages the tests drive for real: tool:package.
@@ -20,10 +43,11 @@ TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd
 	clang++:clang ld.lld:lld llvm-dwp:llvm curl:curl pigz:pigz sudo:sudo \
 	dockerd:docker.io debootstrap:debootstrap
 
-.PHONY: help up preview preview-policy destroy test lint bench deps system-deps lldb-clients pulumi-cli stack-select stack
+.PHONY: help up preview preview-policy destroy test lint bench deps system-deps lldb-clients pulumi-cli kind-cli \
+	docker-check stack-select stack
 
 help:
-	@echo "make up       venv, dependencies, file backend, the '$(STACK)' stack, then pulumi up"
+	@echo "make up       venv, dependencies, Pulumi CLI, kind, the '$(STACK)' stack, then pulumi up (STACK=dev: the walkthrough's lab)"
 	@echo "make test     install what the tests need (Debian and PyPI packages), then run them"
 	@echo "make preview  pulumi preview --diff of the selected stack     (STACK=name to choose)"
 	@echo "make preview-policy  the same, checked by the policy pack (policy/)"
@@ -32,8 +56,12 @@ help:
 	@echo "make lint     ruff;  make bench  the benchmarks under bench/"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) is not installed: install Python 3.11 or later" \
+		"(Debian/Ubuntu: apt-get install python3 python3-venv)" >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || { echo "make: '$(PYTHON) -m venv' failed: install Python's venv module" \
+		"(Debian/Ubuntu: apt-get install python3-venv)" >&2; exit 1; }
+	@$(VENV)/bin/pip install -q -r requirements-dev.txt || { echo "make: pip could not install" \
+		"requirements-dev.txt (see above): check your network or PyPI mirror (PIP_INDEX_URL)" >&2; exit 1; }
 	touch $@
 
 deps: $(VENV)/.installed
@@ -79,11 +107,37 @@ bench: system-deps deps lldb-clients
 
 pulumi-cli:
 	@[ -x "$(PULUMI)" ] || { echo "installing the Pulumi CLI $(PULUMI_VERSION) into ~/.pulumi"; \
-		curl -fsSL https://get.pulumi.com | sh -s -- --version $(PULUMI_VERSION) --no-edit-path; }
+		command -v curl >/dev/null || { echo "make: the Pulumi CLI is not installed, and curl (to install it) is" \
+			"missing: install curl, or the Pulumi CLI from https://www.pulumi.com/docs/install/" >&2; exit 1; }; \
+		installer=$$(curl -fsSL https://get.pulumi.com) && sh -c "$$installer" -s --version $(PULUMI_VERSION) \
+			--no-edit-path || { echo "make: could not install the Pulumi CLI $(PULUMI_VERSION) (see above): install" \
+			"it from https://www.pulumi.com/docs/install/ and run make up again" >&2; exit 1; }; }
+
+# kind, for a stack with `cluster: kind`, when none is on PATH: the pinned release into ~/.local/bin, checked
+# against its checksum before it is made executable.
+kind-cli:
+ifeq ($(USES_KIND),yes)
+	@command -v kind >/dev/null || bash tools/install-kind.sh "$(KIND_VERSION)" "$(KIND_URL)" "$(LOCAL_BIN)" \
+		"$(KIND_SHA256_linux_amd64)" "$(KIND_SHA256_linux_arm64)" "$(KIND_SHA256_darwin_amd64)" \
+		"$(KIND_SHA256_darwin_arm64)"
+endif
+
+# The lab runs on Docker: say so before Pulumi starts rather than halfway through.
+docker-check:
+ifeq ($(USES_KIND),yes)
+	@command -v docker >/dev/null || { echo "make: the $(STACK) stack needs Docker (20.10 or later), and there is" \
+		"no docker command: install Docker Engine or Docker Desktop (https://docs.docker.com/get-docker/)" >&2; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "make: Docker does not answer ('docker info' fails): start Docker, or" \
+		"add yourself to the docker group (then log in again)" >&2; exit 1; }
+endif
 
 stack-select: deps pulumi-cli
 	@$(PULUMI) stack select $(STACK) 2>/dev/null || \
 		$(PULUMI) stack init $(STACK) --secrets-provider passphrase
+	@# A host stack whose file has no workDir (the lab's) gets one of this machine's on first use.
+	@if ! grep -qs 'istio-proxy-debug:workDir:' $(STACK_FILE) && ! grep -qs 'istio-proxy-debug:placement: *cluster' \
+		$(STACK_FILE); then echo "setting workDir to $(LAB_WORK_DIR) (pulumi config set workDir <folder> to choose another)"; \
+		$(PULUMI) config set --stack $(STACK) workDir "$(LAB_WORK_DIR)"; fi
 
 # A developer's own stack: its config file with values no other stack file uses, then the stack itself
 # (passphrase secrets, the file backend). Afterwards: STACK=$(NAME) make up.
@@ -96,7 +150,7 @@ stack: deps pulumi-cli
 	$(PULUMI) stack init "$(NAME)" --secrets-provider passphrase
 	@echo "now: STACK=$(NAME) make preview   (set registryHost, nodes, sshPrivateKey with pulumi config set --stack $(NAME))"
 
-up: stack-select
+up: docker-check kind-cli stack-select
 	$(PULUMI) up --stack $(STACK)
 
 preview: stack-select
@@ -107,5 +161,5 @@ preview: stack-select
 preview-policy: stack-select
 	$(PULUMI) preview --diff --stack $(STACK) --policy-pack policy
 
-destroy: stack-select
+destroy: kind-cli stack-select
 	$(PULUMI) destroy --stack $(STACK)
