@@ -210,6 +210,7 @@ def evaluate(stack: str = "dev", overrides: dict[str, str | None] | None = None,
             "retainOnDelete": bool(opts.retain_on_delete),
             "dependsOn": sorted(d._name for d in (opts.depends_on or [])),
             "customTimeouts": {"create": timeouts.create, "update": timeouts.update} if timeouts else None,
+            "additionalSecretOutputs": sorted(opts.additional_secret_outputs or []),
         }
 
     @pulumi.runtime.test

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The lab's kind cluster, on the developer host: created from the stack's kind config (KIND_CONFIG) with its
-# kubeconfig written to KUBECONFIG_FILE only (never ~/.kube/config, never the current context), its node
+# kubeconfig written to KUBECONFIG_FILE only (never the developer's own kubeconfig or context), its node
 # containers on NODE_NETWORK. A cluster of that name that exists already (an earlier `up` that stopped
 # half-way) is kept. Prints the cluster's kubeconfig on stdout; everything else goes to stderr.
 set -euo pipefail
