@@ -309,8 +309,8 @@ def test_the_kind_config_pins_the_node_image_and_sets_config_path():
 def test_the_patched_kind_node_config_loads_and_the_mirror_script_writes_hosts_toml(tmp_path):
     node = Node(tmp_path)
     node.config.parent.mkdir(parents=True)
-    # In the node's private mount namespace /etc/containerd is the test's (the machine's own is hidden), so the
-    # patch's absolute config_path is used as it is.
+    # The node harness keeps its /etc under tmp (the machine's own /etc/containerd is never touched): the patch's
+    # config_path moves there with it.
     node.config.write_text(patched_node_config().replace(CERTS_DIR, str(node.certs)))
     plugins = node.start_containerd()
     assert cri_status(plugins) == "ok", node.log()
