@@ -9,6 +9,7 @@ from tests.conftest import ROOT
 from tests.mock_stack import project_file
 
 README = (ROOT / "README.md").read_text()
+MAKEFILE = (ROOT / "Makefile").read_text()
 
 
 def test_pulumi_yaml_declares_every_key_the_program_reads_except_the_optional_secret():
@@ -39,11 +40,15 @@ def test_readme_documents_every_key_with_its_type():
         assert rows[key] == expected, key
 
 
-def test_readme_gives_the_two_setup_commands_and_ci_runs_the_test_one():
-    setup = re.search(r"## Set up on a fresh machine\s+```\n(.*?)```", README, flags=re.DOTALL)
-    assert setup is not None
-    assert setup.group(1).split("\n")[:2] == ["make up", "make test"]
+def test_readme_starts_with_the_lab_and_ci_runs_its_test_command():
+    sections = re.findall(r"^## (.*)$", README, flags=re.MULTILINE)
+    assert sections[0] == "Try it on your laptop: the lab", "the lab comes first"
+    lab = re.search(r"## Try it on your laptop: the lab\s+```\n(.*?)```", README, flags=re.DOTALL)
+    assert lab is not None and lab.group(1) == "make up\n"
+    tests = re.search(r"## Tests\s+```\n(.*?)```", README, flags=re.DOTALL)
+    assert tests is not None and tests.group(1) == "make test\n"
     assert "make test" in (ROOT / ".ci" / "run").read_text().splitlines()
+    assert f"kind {re.search(r'^KIND_VERSION [?]= (v[0-9.]+)$', MAKEFILE, flags=re.MULTILINE).group(1)}" in README
 
 
 def test_requirements_are_pinned():
