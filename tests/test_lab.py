@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -20,7 +21,7 @@ from components import containerd_mirror
 from components.config import ConfigError, parse_config
 from components.istio import ISTIO_CHARTS, ISTIO_NAMESPACE
 from components.kind_cluster import CERTS_DIR, KIND_NODE_IMAGE, KIND_VERSION, kind_config
-from tests.conftest import MAKE_UP_WORK_DIR, evaluate, resource, run_harness
+from tests.conftest import MAKE_UP_WORK_DIR, ROOT, evaluate, resource, run_harness
 from tests.mock_stack import FAKE_KUBECONFIG, KIND_NODE_ADDRESS, stack_config
 from tests.test_containerd_mirror import Node, cri_status
 
@@ -328,3 +329,11 @@ def test_the_patched_kind_node_config_loads_and_the_mirror_script_writes_hosts_t
     assert tomllib.loads(node.config.read_text()) == tomllib.loads(
         patched_node_config().replace(CERTS_DIR, str(node.certs))), "the node's config is left as kind wrote it"
     node.stop_containerd()
+
+
+def test_make_up_installs_the_kind_release_whose_node_image_the_stack_pins():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(rf"^KIND_VERSION \?= {re.escape(KIND_VERSION)}$", makefile, flags=re.MULTILINE), \
+        "Makefile KIND_VERSION and components/kind_cluster.py KIND_VERSION differ"
+    pins = re.findall(r"^KIND_SHA256_(linux|darwin)_(amd64|arm64) := ([0-9a-f]{64})$", makefile, flags=re.MULTILINE)
+    assert len(pins) == 4 and len({p[2] for p in pins}) == 4, "one checksum per platform"
