@@ -20,8 +20,9 @@ from pulumi_command import local
 from components.options import child_options
 from components.scripts import script
 
-# The kind release `make up` installs (Makefile KIND_VERSION) and the node image it was released with, pinned
-# by digest so every developer's lab runs the same Kubernetes (native sidecars need 1.29 or later).
+# The kind release `make up` installs (Makefile KIND_VERSION) and its default node image (kind's
+# pkg/apis/config/defaults/image.go at that tag), pinned by digest so every developer's lab runs the same
+# Kubernetes (Istio 1.30 needs 1.32 or later).
 KIND_VERSION = "v0.32.0"
 KIND_NODE_IMAGE = "kindest/node:v1.36.1@sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"
 # Where containerd looks for hosts.toml files; the containerd mirror writes `<host:port>/hosts.toml` there.
