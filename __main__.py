@@ -195,6 +195,10 @@ lldb_server = LldbServer(
     "lldb-server",
     LldbServerArgs(
         node=config.target_node_address,
+        # The one peer lldb-server accepts: the debugger as the node sees it (the developer host behind Docker's NAT
+        # over SSH; the container itself on the nodes' network). In the cluster lldbServerListenAll is required.
+        debugger_address=debugger.address if node_access.by_docker else (
+            None if placement.in_cluster else config.registry_host),
         listen_all=config.lldb_server_listen_all,
         access=node_access,
         pod=target.pod_name,

@@ -560,6 +560,12 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         f"{USER_PORT_RANGE[0]}-{USER_PORT_RANGE[1]}",
     )
     lldb_server_listen_all = r.boolean("lldbServerListenAll")
+    if placement == "cluster" and lldb_server_listen_all is False:
+        r.problem("lldbServerListenAll", "false",
+                  "expected true with placement cluster: lldb-server takes connections from the debugger's address "
+                  "only, and code-server's, as the node sees it, is its pod's (or, behind some CNIs, its node's) and "
+                  "changes with it; pulumi config set lldbServerListenAll true, and keep debuggerPorts firewalled "
+                  "to the cluster")
     app_uid = r.integer("appUid", 1, 2**31 - 1, "an integer uid from 1 to 2147483647")
     if app_uid == ISTIO_PROXY_UID:
         r.problem("appUid", str(app_uid), f"expected a uid other than {ISTIO_PROXY_UID}, which is istio-proxy's own")

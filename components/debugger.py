@@ -164,6 +164,8 @@ class Debugger(pulumi.ComponentResource):
     builder does, so with no builder (envoySource prebuilt) the stack's scripts run here (`exec_command`)."""
 
     container_name: pulumi.Output[str]
+    # host: the container's address on its network; None in the cluster (code-server's pod address moves).
+    address: pulumi.Output[str | None]
     attach_config: pulumi.Output[str | None]
     attach_config_path: pulumi.Output[str | None]
     code_server_url: pulumi.Output[str | None]
@@ -209,6 +211,8 @@ class Debugger(pulumi.ComponentResource):
             opts=child_options(self, opts, delete_before_replace=True),
         )
         self.container_name = container.name
+        # Where its connections come from on its network (with nodeAccess docker the nodes' own, so no NAT between).
+        self.address = container.network_datas.apply(lambda networks: networks[0].ip_address)
         self.attach_config = pulumi.Output.from_input(json.dumps(attach_config(), indent=2))
         self.attach_config_path = container.name.apply(lambda n: f"{ATTACH_CONFIG_DIR}/{n}.json")
         self.code_server_url = pulumi.Output.from_input(None)
@@ -244,6 +248,7 @@ class Debugger(pulumi.ComponentResource):
             f"{name}-service", metadata=service["metadata"], spec=service["spec"], opts=child_options(self, opts),
         )
         self.container_name = statefulset.metadata.apply(lambda m: f"{m.name}-0")
+        self.address = pulumi.Output.from_input(None)
         self.attach_config = pulumi.Output.from_input(None)
         self.attach_config_path = pulumi.Output.from_input(None)
         # The URL opens the workspace file: it is given once the file's ConfigMap exists.

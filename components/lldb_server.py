@@ -1,10 +1,14 @@
 """S8: lldb-server on the target node, in the pod's UTS, PID and mount namespaces, on the node's network.
 
 The walkthrough's `nsenter -t $ENVOY_PID -u -p -m lldb-server platform --server --listen *:2159`, made
-repeatable: the process is found by the pod's hostname, the server binds the node address only, its
-gdbserver ports are pinned (components/debug_ports.py), it is detached with a pidfile so `pulumi up`
-returns, and the same pidfile stops it on delete. It runs again — delete before create — when the pod's
-image or the pod changes.
+repeatable: the process is found by the pod's hostname, the server takes connections from the debugger's
+address only, its gdbserver ports are pinned (components/debug_ports.py), it is detached with a pidfile so
+`pulumi up` returns, and the same pidfile stops it on delete. It runs again — delete before create — when the
+pod's image, the pod or the debugger's address changes.
+
+`--listen <host>:<port>` is a client filter, not a bind address: for any host other than loopback LLDB's
+TCPSocket listens on every address and rejects a connection from any other peer ("rejecting incoming
+connection from … (expecting …)"). So the host given is where the debugger connects from.
 """
 
 from __future__ import annotations
@@ -30,17 +34,17 @@ def render_node_script(parameters: Mapping[str, str | int], *bodies: str) -> str
     return shell_assignments(parameters) + "".join(bodies)
 
 
-# lldb-server platform runs any command it is asked to, as root on the node: bind every address only
-# when lldbServerListenAll says so, and say so in the resource, where the policy pack can see it.
+# lldb-server platform runs any command it is asked to, as root on the node: take every peer only when
+# lldbServerListenAll says so, and say so in the resource, where the policy pack can see it.
 LISTEN_ALL_ADDRESS = "0.0.0.0"
 
 
-def node_parameters(*, pod: str, process_name: str, node_address: str, listen_all: bool, ports: DebuggerPorts,
+def node_parameters(*, pod: str, process_name: str, debugger_address: str, listen_all: bool, ports: DebuggerPorts,
                     instance: str) -> dict[str, str | int]:
     return {
         "POD_NAME": pod,
         "PROCESS_NAME": process_name,
-        "LISTEN_ADDRESS": LISTEN_ALL_ADDRESS if listen_all else node_address,
+        "LISTEN_ADDRESS": LISTEN_ALL_ADDRESS if listen_all else debugger_address,
         "LISTEN_ALL": "true" if listen_all else "false",
         "PLATFORM_PORT": ports.platform,
         "GDBSERVER_ARGS": " ".join(ports.lldb_server_args(20)),
@@ -65,13 +69,17 @@ def stop_script(parameters: Mapping[str, str | int]) -> str:
 class LldbServerArgs:
     # The node as the access reaches it: an address over SSH, a container name with docker.
     node: str
+    # Where the debugger's connections come from as the node sees them (the only peer lldb-server accepts
+    # unless listen_all); None only with listen_all.
+    debugger_address: pulumi.Input[str | None]
     listen_all: bool
     access: NodeAccess
     pod: pulumi.Input[str]
     process_name: str
     ports: DebuggerPorts
     instance: str
-    # What makes the running server stale: the pod's image, the pod itself.
+    # What makes the running server stale: the pod's image, the pod itself (the debugger's address is in the
+    # script's text).
     restart_on: Sequence[pulumi.Input[str]]
     # nodeAccess docker: the Docker network the debugger shares with the node (lldb-server binds the node's
     # address there), and what changes when the node container is made anew.
@@ -87,8 +95,8 @@ class LldbServer(pulumi.ComponentResource):
         super().__init__("istio-proxy-debug:lldb_server:LldbServer", name, None, opts)
         node_address = args.access.address(f"{name}-node-address", args.node, args.node_network, args.node_created,
                                            opts=child_options(self, opts))
-        parameters = pulumi.Output.all(args.pod, node_address).apply(
-            lambda v: node_parameters(pod=v[0], process_name=args.process_name, node_address=v[1],
+        parameters = pulumi.Output.all(args.pod, args.debugger_address).apply(
+            lambda v: node_parameters(pod=v[0], process_name=args.process_name, debugger_address=v[1],
                                       listen_all=args.listen_all, ports=args.ports, instance=args.instance)
         )
         shell = args.access.root_shell(args.node)

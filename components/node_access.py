@@ -39,7 +39,7 @@ class NodeAccess:
 
     def address(self, resource_name: str, node: str, network: pulumi.Input[str] | None,
                 node_created: Sequence[pulumi.Input[str]], opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
-        """The node's address as lldb-server binds it and the debugger reaches it: over SSH the node itself; with
+        """The node's address as the debugger reaches it (connectUrl): over SSH the node itself; with
         docker the container's IPv4 address on `network` (the debugger's too), read when the node runs and again
         whenever `node_created` changes (a new node container)."""
         if not self.by_docker:

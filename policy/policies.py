@@ -1,10 +1,11 @@
 """The project's safety rules as CrossGuard policies, checked on every resource of a preview or an update.
 
-1. `lldb-server-bound-to-node-address`: the node-side lldb-server runs any command it is asked to, as root
-   on the node. The program binds it to the target node's address and writes `LISTEN_ALL='true'` into the
-   command only when `lldbServerListenAll` is set (components/lldb_server.py); a command that binds a
-   wildcard address without that marker — by its LISTEN_ADDRESS assignment, or by an
-   `lldb-server platform --listen` (or a `lldb-server gdbserver host:port`) it runs — is refused.
+1. `lldb-server-only-for-the-debugger`: the node-side lldb-server runs any command it is asked to, as root
+   on the node. The program has it take connections from the debugger's address only (`--listen <host>:<port>`
+   is LLDB's peer filter) and writes `LISTEN_ALL='true'` into the command only when `lldbServerListenAll` is set
+   (components/lldb_server.py); a command that gives a wildcard address without that marker — by its
+   LISTEN_ADDRESS assignment, or by an `lldb-server platform --listen` (or a `lldb-server gdbserver host:port`)
+   it runs — is refused.
 2. `privileged-only-where-needed`: of the Docker containers only the builder (S2: bazel's sandbox, docker)
    and the debugger (S9: ptrace) are privileged; of the Kubernetes workloads only the cluster placement's
    builder (its `builder` container, for bazel's sandbox); the target never is (startup mode adds
@@ -310,7 +311,7 @@ def _validate_lldb_server(args: ResourceValidationArgs, report_violation: Report
         return
     for problem in lldb_server_problems(args.props):
         report_violation(f"{args.name}: {problem}. lldb-server runs any command it is asked to, as root on the "
-                         "node: bind it to the target node's address.", None)
+                         "node: restrict it to the debugger's address.", None)
 
 
 # --- 2. privileged containers --------------------------------------------------------------------------------
@@ -467,8 +468,8 @@ def _validate_digest(args: ResourceValidationArgs, report_violation: ReportViola
 # --- the policies --------------------------------------------------------------------------------------------
 
 LLDB_SERVER_POLICY = ResourceValidationPolicy(
-    name="lldb-server-bound-to-node-address",
-    description="lldb-server platform listens on every node address only when lldbServerListenAll says so "
+    name="lldb-server-only-for-the-debugger",
+    description="lldb-server platform takes connections from every address only when lldbServerListenAll says so "
                 "(LISTEN_ALL='true' in its command).",
     enforcement_level=EnforcementLevel.MANDATORY,
     validate=_validate_lldb_server,

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI") == "true"
 # The dev stack in the cluster placement: what it needs beyond dev's settings (a NodePort, a password).
 CLUSTER_PASSWORD = "correct-horse-battery"
-CLUSTER_PLACEMENT = ("placement=cluster", "registryPort=30500", f"codeServerPassword={CLUSTER_PASSWORD}")
+CLUSTER_PLACEMENT = ("placement=cluster", "registryPort=30500", f"codeServerPassword={CLUSTER_PASSWORD}",
+                     "lldbServerListenAll=true")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -47,6 +47,8 @@ FAKE_IMAGE_DIGEST = "sha256:" + "d" * 64
 FAKE_STRIPPED_BYTES = 187_000_000
 # A kind node's address on the `kind` network (docker inspect).
 KIND_NODE_ADDRESS = "172.19.0.2"
+# The debugger container's address on its network (the Docker provider's networkData).
+DEBUGGER_ADDRESS = "172.19.128.2"
 # What `kind get kubeconfig` prints, shortened: the admin key makes it a secret.
 FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nusers: [{name: kind, user: {client-key-data: ZmFrZQ==}}]\n"
 FAKE_SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -146,6 +148,9 @@ def _fake_outputs(typ: str, name: str, inputs: dict, facts: SourceFacts) -> dict
         return {"stdout": "192.168.122.1:5000: hosts.toml in /etc/containerd/certs.d (no restart)\n"}
     if node_command and name == "lldb-server-platform":
         return {"stdout": f"{WALKTHROUGH_ENVOY_PID}\n"}
+    if typ == "docker:index/container:Container" and name == "debugger-container":
+        network = inputs["networksAdvanced"][0]["name"]
+        return {"networkDatas": [{"networkName": network, "ipAddress": DEBUGGER_ADDRESS}]}
     if typ == "command:local:Command" and name == "lldb-server-node-address":
         return {"stdout": f"{KIND_NODE_ADDRESS}\n"}
     if typ == "command:local:Command" and name == "kind-cluster":

@@ -146,6 +146,7 @@ def test_the_prebuilt_keys_are_read():
 
 def test_a_file_url_needs_the_host_placement():
     found = problems(placement="cluster", registryPort="30500", codeServerPassword="correct-horse-battery",
+                     lldbServerListenAll="true",
                      prebuiltBaseUrl="file:///srv/istio-build/proxy")
     assert found == ['istio-proxy-debug:prebuiltBaseUrl = "file:///srv/istio-build/proxy": expected an http(s) URL '
                      "with placement cluster: the download runs in the cluster, which does not see the developer "
@@ -275,3 +276,9 @@ def test_an_lld_only_link_option_without_lld_is_named_before_the_build(linker):
                                   "-s --config=debug --fission=no --linkopt=-fuse-ld=gold"])
 def test_link_options_that_fit_the_linker_pass(args):
     assert parse_config(raw_dev(bazelBuildArgs=args), stack="dev").bazel_build_args == args
+
+
+def test_the_cluster_placement_needs_lldb_server_to_take_any_peer():
+    (found,) = problems(placement="cluster", registryPort="30500", codeServerPassword="correct-horse-battery")
+    assert found.startswith('istio-proxy-debug:lldbServerListenAll = "false": expected true with placement cluster')
+    assert "pulumi config set lldbServerListenAll true" in found

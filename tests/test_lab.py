@@ -22,7 +22,7 @@ from components.config import ConfigError, parse_config
 from components.istio import ISTIO_CHARTS, ISTIO_NAMESPACE
 from components.kind_cluster import CERTS_DIR, KIND_NODE_IMAGE, KIND_VERSION, kind_config
 from tests.conftest import MAKE_UP_WORK_DIR, ROOT, evaluate, resource, run_harness
-from tests.mock_stack import FAKE_KUBECONFIG, KIND_NODE_ADDRESS, stack_config
+from tests.mock_stack import DEBUGGER_ADDRESS, FAKE_KUBECONFIG, KIND_NODE_ADDRESS, stack_config
 from tests.test_containerd_mirror import Node, cri_status
 
 LAB_CLUSTER = "istio-proxy-debug-lab"
@@ -108,7 +108,8 @@ def test_the_node_scripts_wait_for_the_node_and_run_through_docker_exec(lab):
     assert "kind" in depends_on(lab, f"containerd-mirror-{LAB_NODE}")
     server = resource(lab, "lldb-server-platform")
     assert server["inputs"]["create"] == f"docker exec -i {LAB_NODE} bash -s"
-    assert f"LISTEN_ADDRESS='{KIND_NODE_ADDRESS}'" in server["inputs"]["stdin"], "bound to the node's address"
+    assert f"LISTEN_ADDRESS='{DEBUGGER_ADDRESS}'" in server["inputs"]["stdin"], \
+        "only the debugger container, on the nodes' network, is let in"
     assert "kind" in depends_on(lab, "lldb-server-platform")
     address = resource(lab, "lldb-server-node-address")
     assert address["inputs"]["create"].startswith("docker inspect --type container --format ")

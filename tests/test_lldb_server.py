@@ -4,7 +4,8 @@ stand-in for the node and the pod, then the real lldb client driven by the stack
 The "node" is a network namespace with a firewall that opens only the stack's debuggerPorts; the "pod"
 is a process tree in its own UTS, PID and mount namespaces (hostname = the pod name, the debug image's
 lldb-server at /opt/lldb-server/bin), running a stripped `envoy`; decoy `envoy`s run in other UTS
-namespaces. The node address is loopback (nodes=["127.0.0.1"]); /run and /home are private mounts.
+namespaces. The node address is loopback (nodes=["127.0.0.1"]), and so is the debugger's (registryHost, the
+one peer lldb-server accepts); /run and /home are private mounts.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from tests.conftest import evaluate, require_tool, resource
 from tests.lldb_session import compile_debuggee, lldb_environment, source_line
 
 POD = "fortio-server-0"  # the walkthrough's pod: StatefulSet fortio-server, replica 0
-NODE = ["nodes=[\"127.0.0.1\"]", "targetNodeAddress=127.0.0.1"]
+NODE = ["nodes=[\"127.0.0.1\"]", "targetNodeAddress=127.0.0.1", "registryHost=127.0.0.1"]
+# A second address of the node's netns, standing for a debugger that is not loopback.
+DEBUGGER_ELSEWHERE = "10.213.0.9"
+# The first packets of an lldb session: an ack, then QStartNoAckMode, which a platform answers "+$OK#9a".
+HANDSHAKE = "+$QStartNoAckMode#b0"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -316,16 +321,45 @@ def test_create_twice_leaves_one_server_and_delete_leaves_none(node, binaries):
         assert not (node["run"] / "istio-proxy-debug").exists()
 
 
-def test_server_binds_the_node_address_only_on_the_declared_ports(node, binaries):
+def handshake_from(node: dict, source: str, port: int) -> str:
+    """What lldb-server answers a session's first packets sent from `source` (empty: it closed the connection)."""
+    client = ("import socket,sys; c=socket.socket(); c.settimeout(5); c.bind((sys.argv[1], 0));"
+              " c.connect((sys.argv[1], int(sys.argv[2]))); c.sendall(sys.argv[3].encode()); d=b''\n"
+              "try:\n while b'#' not in d:\n  b=c.recv(64)\n  d+=b\n  if not b: break\n"
+              "except OSError: pass\nprint(d.decode())")
+    done = on_node(node, f"python3 -c {shlex.quote(client)} {source} {port} {shlex.quote(HANDSHAKE)}")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_server_takes_the_debuggers_address_only_on_the_declared_ports(node, binaries):
     inputs, outputs = rendered()
     with pod(POD, binaries):
         assert create(node, inputs).returncode == 0
         listening = {line.split()[3] for line in on_node(node, "ss -Hltn").stdout.splitlines()}
-        assert listening == {f"127.0.0.1:{outputs['debuggerPorts'][0]}"}, "the node address only, not *"
+        assert listening == {f"127.0.0.1:{outputs['debuggerPorts'][0]}"}, "loopback's peer is bound as it is"
         process = subprocess.run(["pgrep", "-a", "-f", "lldb-server platform --server"], capture_output=True,
                                  text=True).stdout
         gdb = outputs["debuggerPorts"][1:]
         assert f"--min-gdbserver-port {gdb[0]} --max-gdbserver-port {gdb[-1] + 1}" in process, process
+        assert delete(node, inputs).returncode == 0
+
+
+def test_another_peer_than_the_debugger_is_turned_away(node, binaries):
+    """For a debugger address other than loopback LLDB listens everywhere and checks the peer: the debugger's
+    session is answered, the same packets from another address of the node are not."""
+    subprocess.run(["ip", "-n", node["netns"], "address", "add", f"{DEBUGGER_ELSEWHERE}/32", "dev", "lo"], check=True)
+    inputs, outputs = rendered(f"registryHost={DEBUGGER_ELSEWHERE}")
+    port = outputs["debuggerPorts"][0]
+    assert f"LISTEN_ADDRESS='{DEBUGGER_ELSEWHERE}'" in inputs["stdin"]
+    with pod(POD, binaries):
+        assert create(node, inputs).returncode == 0
+        listening = {line.split()[3] for line in on_node(node, "ss -Hltn").stdout.splitlines()}
+        assert listening == {f"0.0.0.0:{port}"}, "not a bind address: LLDB listens on every address"
+        assert handshake_from(node, DEBUGGER_ELSEWHERE, port) == "+$OK#9a"
+        assert handshake_from(node, "127.0.0.1", port) == "", "another peer is turned away"
+        log = on_node(node, "cat /run/istio-proxy-debug/lldb-server-istio-proxy-debug-dev.log").stdout
+        assert f"rejecting incoming connection from 127.0.0.1 (expecting {DEBUGGER_ELSEWHERE})" in log, log
         assert delete(node, inputs).returncode == 0
 
 
@@ -341,7 +375,7 @@ def test_listen_all_binds_every_address_only_when_set(node, binaries):
         tampered = {**inputs, "stdin": inputs["stdin"].replace("LISTEN_ALL='true'", "LISTEN_ALL='false'")}
         refused = create(node, tampered)
     assert refused.returncode == 1
-    assert "refusing to serve every address (0.0.0.0) without lldbServerListenAll" in refused.stderr
+    assert "refusing to serve every peer (0.0.0.0) without lldbServerListenAll" in refused.stderr
 
 
 # --- the cases that must fail clearly ----------------------------------------------------------------------

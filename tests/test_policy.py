@@ -106,7 +106,7 @@ def test_every_policy_is_mandatory_and_named_once():
     assert all(p.enforcement_level == EnforcementLevel.MANDATORY for p in policies.POLICIES)
 
 
-# --- 1. lldb-server bound to the node address ----------------------------------------------------------------
+# --- 1. lldb-server only for the debugger -------------------------------------------------------------------
 
 
 def lldb_server(variant: str = "attach") -> dict:
@@ -128,9 +128,10 @@ def remote(create: str, stdin: str | None = None) -> dict:
     return props
 
 
-def test_lldb_server_of_the_program_binds_the_node_address():
+def test_lldb_server_of_the_program_takes_the_debuggers_address_only():
     props = lldb_server()["inputs"]
-    assert "LISTEN_ADDRESS='192.168.122.55'\n" in props["stdin"] and "LISTEN_ALL='false'\n" in props["stdin"]
+    # The developer host as the node sees it (registryHost): the debugger container's connections leave through it.
+    assert "LISTEN_ADDRESS='192.168.122.1'\n" in props["stdin"] and "LISTEN_ALL='false'\n" in props["stdin"]
     assert violations(LLDB, "command:remote:Command", props) == []
 
 

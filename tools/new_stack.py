@@ -78,7 +78,8 @@ def allocate(name: str, work_dir: str | None, existing: dict[str, dict], project
                       else range(REGISTRY_PORT, REGISTRY_PORT + 1000))
     config = {
         **template,
-        **({"workDir": work_dir} if placement == "host" else {"placement": placement}),
+        # In the cluster lldb-server must take code-server's connections, whose address moves with its pod.
+        **({"workDir": work_dir} if placement == "host" else {"placement": placement, "lldbServerListenAll": True}),
         "namespace": namespace,
         "registryPort": first_free("registryPort", registry_ports),
         "lldbServerPort": first_free("lldbServerPort", range(LLDB_SERVER_PORT, 40000, LLDB_PORTS_PER_STACK)),

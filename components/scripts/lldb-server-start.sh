@@ -2,8 +2,9 @@
 # S8: on the node, as root, right after lldb-server-stop.sh has stopped a previous instance: the program
 # feeds the parameter assignments, then both scripts, on stdin to `bash -s`. Finds the pod's process,
 # starts lldb-server platform inside that process's UTS, PID and mount namespaces but on the node's
-# network, pinned to the declared ports, detached with a pidfile; prints the process's pid as the pod
-# sees it (NSpid) on stdout.
+# network, pinned to the declared ports, taking connections from LISTEN_ADDRESS only (for a host other
+# than loopback, LLDB listens on every address and rejects other peers), detached with a pidfile; prints
+# the process's pid as the pod sees it (NSpid) on stdout.
 # shellcheck disable=SC2154 # pidfile, logfile and stop_lldb_server come from lldb-server-stop.sh
 set -euo pipefail
 
@@ -21,7 +22,7 @@ listening() {
 
 case "$LISTEN_ADDRESS" in
   0.0.0.0 | '*' | :: | '[::]')
-    [ "$LISTEN_ALL" = true ] || die "refusing to serve every address ($LISTEN_ADDRESS) without lldbServerListenAll"
+    [ "$LISTEN_ALL" = true ] || die "refusing to serve every peer ($LISTEN_ADDRESS) without lldbServerListenAll"
     ;;
 esac
 
@@ -48,8 +49,12 @@ if [ ${#targets[@]} -gt 1 ]; then
 fi
 target=${targets[0]}
 
-version=$(nsenter -t "$target" -m -- "$LLDB_SERVER" version 2>&1 | sed -n 's/.*lldb version \([0-9]*\)\..*/\1/p' | head -n1)
-[ -n "$version" ] || die "cannot tell the version of $LLDB_SERVER in $POD_NAME"
+# In the pod's PID namespace too: the image's lldb-server finds its libraries through $ORIGIN, which the
+# loader reads from /proc/self/exe, and the pod's /proc is its PID namespace's.
+reported=$(nsenter -t "$target" -p -m -- "$LLDB_SERVER" version 2>&1) ||
+  die "$LLDB_SERVER in $POD_NAME does not run: $reported"
+version=$(sed -n 's/.*lldb version \([0-9]*\)\..*/\1/p' <<<"$reported" | head -n1)
+[ -n "$version" ] || die "cannot tell the version of $LLDB_SERVER in $POD_NAME: $reported"
 if [ "$version" -ge 20 ]; then gdbserver_args=$GDBSERVER_ARGS; else gdbserver_args=$GDBSERVER_ARGS_BEFORE_LLDB20; fi
 
 listening && die "port $PLATFORM_PORT is already in use on this node (not by our lldb-server)"
@@ -71,5 +76,5 @@ if ! listening; then
   stop_lldb_server
   die "lldb-server did not start listening on $LISTEN_ADDRESS:$PLATFORM_PORT: $log"
 fi
-echo "lldb-server (LLDB $version) listens on $LISTEN_ADDRESS:$PLATFORM_PORT in the namespaces of $POD_NAME's $PROCESS_NAME (node pid $target)" >&2
+echo "lldb-server (LLDB $version) listens on port $PLATFORM_PORT for $LISTEN_ADDRESS, in the namespaces of $POD_NAME's $PROCESS_NAME (node pid $target)" >&2
 awk '/^NSpid:/ { print $NF }' "/proc/$target/status"
