@@ -31,7 +31,8 @@ esac
 in_pod=()
 elsewhere=()
 for pid in $(pgrep -x "$PROCESS_NAME" || true); do
-  host=$(nsenter -t "$pid" -u hostname 2>/dev/null) || continue
+  # uname (coreutils) rather than hostname, which newer Debian (kind's node image) no longer always has.
+  host=$(nsenter -t "$pid" -u uname -n 2>/dev/null) || continue
   if [ "$host" = "$POD_NAME" ]; then in_pod+=("$pid"); else elsewhere+=("$pid ($host)"); fi
 done
 if [ ${#in_pod[@]} -eq 0 ]; then
