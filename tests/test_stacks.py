@@ -195,7 +195,9 @@ def evaluation_bytes(tmp_path: Path, *, env: dict[str, str], prefix: list[str], 
 
 
 PLACEMENTS = {"host": (), "cluster": CLUSTER_PLACEMENT, "host, prebuilt": ("envoySource=prebuilt",),
-              "cluster, prebuilt": (*CLUSTER_PLACEMENT, "envoySource=prebuilt")}
+              "cluster, prebuilt": (*CLUSTER_PLACEMENT, "envoySource=prebuilt"),
+              # The lab's shape on the dev stack: a kind cluster, its nodes reached through docker exec.
+              "kind": ("cluster=kind", "nodes=", "registryHost=", "targetNodeAddress=")}
 
 
 @pytest.mark.parametrize("placement", sorted(PLACEMENTS))
