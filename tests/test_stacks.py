@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from components.launch_file import launch_file_command
-from tests.conftest import CLUSTER_PASSWORD, CLUSTER_PLACEMENT, ROOT, evaluate, require_tool, resource
+from components.scripts import script
+from tests.conftest import CLUSTER_PASSWORD, CLUSTER_PLACEMENT, MAKE_UP_WORK_DIR, ROOT, evaluate, require_tool, resource
 
 sys.path.insert(0, str(ROOT / "tools"))
 import new_stack  # noqa: E402
@@ -256,16 +257,23 @@ def test_the_ssh_key_is_only_ever_a_secret():
         assert "test-only" not in masked, f"{r['name']} holds the key outside a secret"
 
 
-@pytest.mark.parametrize("envoy_source", ["build", "prebuilt"])
-def test_destroy_keeps_the_source_the_cache_and_the_registry_data(envoy_source):
-    evaluation = evaluate("dev", f"envoySource={envoy_source}")
-    work_dir = "/home/labile/istio-testing"
+@pytest.mark.parametrize("stack, envoy_source", [("dev", "build"), ("dev", "prebuilt"), ("lab", "prebuilt")])
+def test_destroy_keeps_the_source_the_cache_and_the_registry_data(stack, envoy_source):
+    evaluation = evaluate(stack, f"envoySource={envoy_source}")
+    work_dir = "/home/labile/istio-testing" if stack == "dev" else MAKE_UP_WORK_DIR
     for r in evaluation["resources"]:
         if r["type"].startswith("command:"):
             assert work_dir not in r["inputs"].get("delete", ""), f"{r['name']} deletes under workDir"
             if r["type"] == "command:local:Command" and r["name"] == "launch-file-merge":
                 # The one exception: it puts the developer's launch.json back (tests/test_launch_file.py).
                 assert r["inputs"]["delete"] == launch_file_command("restore")
+            elif r["type"] == "command:local:Command" and r["name"] == "kind-cluster":
+                # The lab's cluster goes; kind touches only its own kubeconfig file (tests/test_lab.py).
+                assert r["inputs"]["delete"] == script("kind-cluster-delete.sh")
+            elif r["type"] == "command:local:Command" and "delete" in r["inputs"]:
+                # nodeAccess docker: a node script's delete runs in the node container, not on the developer host.
+                assert r["name"].startswith(("containerd-mirror-", "lldb-server-")), r["name"]
+                assert r["inputs"]["delete"].startswith(f"{r['inputs']['create']} <<'STOP'\n")
             elif r["type"] == "command:local:Command":
                 assert "delete" not in r["inputs"], f"{r['name']} has a delete step on the developer host"
         if r["type"] == "docker:index/remoteImage:RemoteImage":
