@@ -124,7 +124,10 @@ def port_forward_command(namespace: str, pod: str, kubeconfig_file: str | None =
 
 
 def namespace_manifest(namespace: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    """The namespace labelled for injection, as Istio's guides do (`kubectl label namespace … istio-injection=enabled`);
+    the pod asks for it itself too (sidecar.istio.io/inject), so an existing namespace need not be labelled."""
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {"istio-injection": "enabled"}}}
 
 
 def service_manifest(w: Workload) -> dict:

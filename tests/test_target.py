@@ -350,8 +350,10 @@ def test_s7_headless_service_named_like_the_statefulsets_service_name():
         ("http", 8080, 8080), ("http-m", 8070, 8070)}
 
 
-def test_namespace_is_the_walkthroughs():
-    assert namespace_manifest("mark") == {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "mark"}}
+def test_namespace_is_the_walkthroughs_labelled_for_injection():
+    namespace = namespace_manifest("mark")
+    assert namespace["metadata"]["name"] == "mark"
+    assert namespace["metadata"]["labels"] == {"istio-injection": "enabled"}, "the default injector's namespace label"
 
 
 @pytest.mark.parametrize("build", [attach_statefulset, startup_statefulset], ids=["attach", "startup"])
