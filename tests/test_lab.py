@@ -108,6 +108,7 @@ def test_the_node_scripts_wait_for_the_node_and_run_through_docker_exec(lab):
     assert "kind" in depends_on(lab, f"containerd-mirror-{LAB_NODE}")
     server = resource(lab, "lldb-server-platform")
     assert server["inputs"]["create"] == f"docker exec -i {LAB_NODE} bash -s"
+    assert "POD_NAME='fortio-server-0'" in server["inputs"]["stdin"], "after the target: its pod's name"
     assert f"LISTEN_ADDRESS='{DEBUGGER_ADDRESS}'" in server["inputs"]["stdin"], \
         "only the debugger container, on the nodes' network, is let in"
     assert "kind" in depends_on(lab, "lldb-server-platform")
