@@ -24,6 +24,7 @@ REGISTRY_NAME = "image-registry"
 REGISTRY_CONTAINER_PORT = 5000
 REGISTRY_STORAGE = "/var/lib/registry"
 REGISTRY_ENV = {"REGISTRY_STORAGE_DELETE_ENABLED": "true"}
+LOOPBACK = "127.0.0.1"
 
 
 def registry_deployment(placement: Placement) -> dict:
@@ -93,7 +94,10 @@ class Registry(pulumi.ComponentResource):
                 image=image.image_id,
                 restart="always",
                 envs=[f"{k}={v}" for k, v in REGISTRY_ENV.items()],
-                ports=[docker.ContainerPortArgs(internal=REGISTRY_CONTAINER_PORT, external=args.port)],
+                # The nodes pull from registryHost:registryPort; with nodeAccess docker from the container on their
+                # network, so the host port serves this host's pushes only.
+                ports=[docker.ContainerPortArgs(internal=REGISTRY_CONTAINER_PORT, external=args.port,
+                                                ip=LOOPBACK if args.node_network is not None else None)],
                 mounts=[bind_mount(placement.layout.registry_dir, REGISTRY_STORAGE)],
                 networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.node_network)]
                 if args.node_network is not None else None,

@@ -197,7 +197,8 @@ def run_args(inputs: dict) -> list[str]:
     for env in inputs.get("envs", []):
         args += ["--env", env]
     for port in inputs.get("ports", []):
-        args += ["--publish", f"{int(port['external'])}:{int(port['internal'])}"]
+        bound = f"{port['ip']}:" if port.get("ip") else ""
+        args += ["--publish", f"{bound}{int(port['external'])}:{int(port['internal'])}"]
     for mount in inputs.get("mounts", []):
         assert mount["type"] == "bind", mount
         args += ["--mount", f"type=bind,source={mount['source']},target={mount['target']}"

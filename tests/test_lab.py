@@ -126,7 +126,10 @@ def test_registry_builder_and_debugger_join_the_nodes_network(lab):
         networks = resource(lab, name)["inputs"]["networksAdvanced"]
         assert [n["name"] for n in networks] == ["kind"], name
     registry = resource(lab, "registry-container")["inputs"]
-    assert registry["name"] == "image-registry-lab" and registry["ports"][0]["external"] == 5001
+    port = int(stack_config("lab", {"workDir": MAKE_UP_WORK_DIR})[0]["istio-proxy-debug:registryPort"])
+    assert registry["name"] == "image-registry-lab"
+    assert registry["ports"] == [{"internal": 5000, "external": port, "ip": "127.0.0.1"}], \
+        "the nodes pull on kind's network: the host port takes this host's pushes only"
     assert lab["outputs"]["registryPullAddress"] == "image-registry-lab:5000", "by name, on kind's network"
     assert lab["outputs"]["debugImage"].startswith("image-registry-lab:5000/proxyv2@sha256:")
 
