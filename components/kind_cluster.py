@@ -41,14 +41,10 @@ def kind_config(node_image: str = KIND_NODE_IMAGE) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def kubectl(kubeconfig_file: str) -> list[str]:
-    """kubectl against the lab's cluster, whatever the developer's current context is."""
-    return ["kubectl", "--kubeconfig", kubeconfig_file]
-
-
 def kubectl_command(kubeconfig_file: str | None, *args: str) -> str:
-    """A kubectl command line for the stack's cluster: the lab's kubeconfig, or the current context."""
-    return shlex.join([*(kubectl(kubeconfig_file) if kubeconfig_file else ["kubectl"]), *args])
+    """A kubectl command line for the stack's cluster: the lab's own kubeconfig (whatever the developer's current
+    context is), or the current context."""
+    return shlex.join(["kubectl", *(["--kubeconfig", kubeconfig_file] if kubeconfig_file else []), *args])
 
 
 @dataclass
