@@ -30,12 +30,12 @@ CERTS_DIR = "/etc/containerd/certs.d"
 CONTAINERD_REGISTRY_PATCH = f'[plugins."io.containerd.grpc.v1.cri".registry]\n  config_path = "{CERTS_DIR}"\n'
 
 
-def kind_config(node_image: str = KIND_NODE_IMAGE) -> str:
+def kind_config() -> str:
     """kind's cluster config: one control-plane node (which also runs the pods), containerd reading hosts.toml."""
     config = {
         "kind": "Cluster",
         "apiVersion": "kind.x-k8s.io/v1alpha4",
-        "nodes": [{"role": "control-plane", "image": node_image}],
+        "nodes": [{"role": "control-plane", "image": KIND_NODE_IMAGE}],
         "containerdConfigPatches": [CONTAINERD_REGISTRY_PATCH],
     }
     return yaml.safe_dump(config, sort_keys=False)
@@ -53,7 +53,6 @@ class KindClusterArgs:
     kubeconfig_file: str
     # The Docker network of the node containers (kind's own `kind` by default).
     node_network: str
-    node_image: str = KIND_NODE_IMAGE
 
 
 class KindCluster(pulumi.ComponentResource):
@@ -67,7 +66,7 @@ class KindCluster(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: KindClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:kind_cluster:KindCluster", name, None, opts)
-        config = kind_config(args.node_image)
+        config = kind_config()
         cluster = local.Command(
             f"{name}-cluster",
             create=script("kind-cluster-create.sh"),

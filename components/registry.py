@@ -16,11 +16,13 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_kubernetes as k8s
 
+from components.config import REGISTRY_CONTAINER
 from components.options import child_options
 from components.placement import WORKSPACE_VOLUME, Placement, bind_mount
 
 REGISTRY_IMAGE = "registry:2"
-REGISTRY_NAME = "image-registry"
+# The container (host) or Deployment and Service (cluster): one name, the walkthrough's.
+REGISTRY_NAME = REGISTRY_CONTAINER
 REGISTRY_CONTAINER_PORT = 5000
 REGISTRY_STORAGE = "/var/lib/registry"
 REGISTRY_ENV = {"REGISTRY_STORAGE_DELETE_ENABLED": "true"}

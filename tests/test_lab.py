@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -263,7 +264,7 @@ def test_without_kind_the_scripts_say_what_to_install(lab, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
     for tool in ("dirname", "mkdir", "grep"):
-        (bare / tool).symlink_to(subprocess.run(["which", tool], capture_output=True, text=True).stdout.strip())
+        (bare / tool).symlink_to(shutil.which(tool))
     for step in ("create", "delete"):
         done = subprocess.run(["/bin/bash", "-c", cluster[step]], env={**cluster["environment"], "PATH": str(bare)},
                               capture_output=True, text=True, timeout=60)

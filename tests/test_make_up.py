@@ -91,9 +91,14 @@ def friendly(done: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture
-def machine(tmp_path: Path) -> Machine:
+def deps_installed() -> None:
+    """The Makefile's `make up` needs the virtualenv; `make test` makes it before the tests run."""
     if not (ROOT / ".venv" / ".installed").exists():
         pytest.skip("make deps has not run (make test runs it first)")
+
+
+@pytest.fixture
+def machine(tmp_path: Path, deps_installed) -> Machine:
     return Machine(tmp_path)
 
 
@@ -102,9 +107,7 @@ def test_the_lab_is_what_make_up_brings_up():
     assert "istio-proxy-debug:cluster: kind" in (ROOT / "Pulumi.lab.yaml").read_text()
 
 
-def test_without_docker_make_up_says_to_install_it(tmp_path):
-    if not (ROOT / ".venv" / ".installed").exists():
-        pytest.skip("make deps has not run (make test runs it first)")
+def test_without_docker_make_up_says_to_install_it(tmp_path, deps_installed):
     bare = Machine(tmp_path, docker=False)
     output = friendly(bare.make("up"))
     assert "needs Docker (20.10 or later)" in output and "install Docker" in output, output
