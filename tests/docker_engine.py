@@ -49,6 +49,12 @@ class Engine:
     env: dict[str, str]
     started: bool
 
+    @property
+    def address(self) -> str:
+        """Where this machine reaches the engine's published ports: its namespace's end of the veth, or
+        loopback for an engine that was already serving."""
+        return ENGINE_SIDE if self.started else "127.0.0.1"
+
     def docker(self, *args: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
         done = subprocess.run([CLIENT, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
                               **kwargs)
@@ -216,12 +222,29 @@ def registry_stand_in(engine: Engine, context: Path) -> str:
 
 
 def start_registry(engine: Engine, evaluation: dict) -> dict:
-    """The stack's registry container (its inputs), replacing one of the same name."""
+    """The stack's registry container (its inputs), replacing one of the same name, once it answers."""
     inputs = resource(evaluation, "registry-container")["inputs"]
     Path(inputs["mounts"][0]["source"]).mkdir(parents=True, exist_ok=True)
     engine.docker("rm", "--force", inputs["name"], check=False)
     engine.docker("run", *run_args(inputs), resource(evaluation, "registry-image")["inputs"]["name"])
+    wait_for_registry(engine, inputs)
     return inputs
+
+
+def wait_for_registry(engine: Engine, inputs: dict, timeout: float = 60) -> None:
+    """A started container is not a listening registry: poll its API root until it answers 200."""
+    url = f"http://{engine.address}:{int(inputs['ports'][0]['external'])}/v2/"
+    deadline = time.monotonic() + timeout
+    while True:
+        done = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url],
+                              capture_output=True, text=True, timeout=30)
+        if done.stdout == "200":
+            return
+        if time.monotonic() > deadline:
+            logs = engine.docker("logs", "--tail", "20", inputs["name"], check=False)
+            raise AssertionError(f"the registry {inputs['name']} did not answer {url} within {timeout:.0f} s "
+                                 f"(last: {done.stdout} {done.stderr.strip()}); its log: {logs.stderr[-1500:]}")
+        time.sleep(0.2)
 
 
 def registry_blobs(inputs: dict) -> dict[str, int]:
@@ -241,9 +264,14 @@ def stage_and_build(engine: Engine, evaluation: dict, elf: Path, context: Path) 
     staged = run_rendered(resource(evaluation, "debug-image-context")["inputs"], ELF=str(elf),
                           CONTEXT_DIR=str(context), BUILD_ID=build_id(elf))
     assert staged.returncode == 0, staged.stderr
-    inputs = resource(evaluation, "debug-image-build")["inputs"]
-    env = {**engine.env, **inputs["environment"], "CONTEXT_DIR": str(context)}
-    done = subprocess.run([*inputs["interpreter"], inputs["create"]], input=inputs["stdin"], env=env,
-                          capture_output=True, text=True, timeout=1800)
+    done = build_and_push(engine, evaluation, context)
     assert done.returncode == 0, done.stderr[-3000:]
     return staged.stdout, done.stdout.strip().splitlines()[-1]
+
+
+def build_and_push(engine: Engine, evaluation: dict, context: Path, **env: str) -> subprocess.CompletedProcess:
+    """The stack's build-and-push command, exactly as rendered, on a staged context (`env` added)."""
+    inputs = resource(evaluation, "debug-image-build")["inputs"]
+    env = {**engine.env, **inputs["environment"], "CONTEXT_DIR": str(context), **env}
+    return subprocess.run([*inputs["interpreter"], inputs["create"]], input=inputs["stdin"], env=env,
+                          capture_output=True, text=True, timeout=1800)

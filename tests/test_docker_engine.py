@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from tests.docker_engine import (
     ENGINE_SIDE,
     Engine,
     base_image,
+    build_and_push,
     build_id,
     engine,
     registry_blobs,
@@ -32,6 +34,7 @@ from tests.docker_engine import (
     run_args,
     stage_and_build,
     start_registry,
+    wait_for_registry,
 )
 from tests.lldb_session import compile_debuggee
 from tests.test_containerd_mirror import REGISTRY_NAME, node  # noqa: F401 (node: the fixture)
@@ -139,9 +142,39 @@ def test_the_registry_keeps_every_image_when_its_container_is_recreated(docker, 
     # From the root namespace, over the veth: the engine's namespace is the one the test made.
     done = subprocess.run(["curl", "-fsS", "-o", "/dev/null", "-w", "%{http_code}", "-H",
                            "Accept: application/vnd.docker.distribution.manifest.v2+json",
-                           f"http://{ENGINE_SIDE}:{port}/v2/{name}/manifests/{digest}"],
+                           f"http://{docker.address}:{port}/v2/{name}/manifests/{digest}"],
                           capture_output=True, text=True, timeout=60)
     assert done.stdout == "200", done.stderr
+
+
+@pytest.fixture
+def stopped_registry(docker: Engine, registry: dict):
+    """The stack's registry container stopped, as just after `docker run` returns and before it listens;
+    started again (and answering) afterwards."""
+    docker.docker("stop", registry["name"])
+    yield registry
+    docker.docker("start", registry["name"])
+    wait_for_registry(docker, registry)
+
+
+def test_the_push_waits_for_a_registry_that_does_not_listen_yet(docker, stack, stopped_registry, debug_image):
+    starting = threading.Timer(4, docker.docker, ("start", stopped_registry["name"]))
+    starting.start()
+    try:
+        done = build_and_push(docker, stack["evaluation"], debug_image["work"] / "context")
+    finally:
+        starting.join()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "does not answer yet; retrying the push" in done.stderr
+    repository = debug_image["image"].rsplit(":", 1)[0]
+    assert re.fullmatch(rf"{re.escape(repository)}@sha256:[0-9a-f]{{64}}", done.stdout.strip().splitlines()[-1])
+
+
+def test_the_push_gives_up_on_a_registry_that_never_answers(docker, stack, stopped_registry, debug_image):
+    done = build_and_push(docker, stack["evaluation"], debug_image["work"] / "context", REGISTRY_WAIT_SECONDS="3")
+    assert done.returncode != 0
+    assert "did not take the push" in done.stderr and "within 3 s" in done.stderr, done.stderr[-2000:]
+    assert "is the registry container running?" in done.stderr
 
 
 def test_a_node_pulls_exactly_the_pushed_image_by_digest(stack, registry, debug_image, node, tmp_path):  # noqa: F811

@@ -14,7 +14,21 @@ die() {
 [ -f "$CONTEXT_DIR/envoy" ] || die "no envoy in the build context $CONTEXT_DIR"
 DOCKER_BUILDKIT=1 docker build --platform "$PLATFORM" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
   --tag "$IMAGE" --file - "$CONTEXT_DIR" >&2 || die "docker build of $IMAGE failed"
-docker push "$IMAGE" >&2 || die "docker push of $IMAGE failed: is the registry container up?"
+# The registry container was started moments ago: a started server is not a listening one. Retry while the
+# push cannot reach it (bounded), and fail at once on anything else.
+wait_seconds=${REGISTRY_WAIT_SECONDS:-60}
+deadline=$((SECONDS + wait_seconds))
+push_log=$(mktemp)
+trap 'rm -f "$push_log"' EXIT
+# pipefail: the pipeline fails when the push does.
+until docker push "$IMAGE" 2>&1 | tee "$push_log" >&2; do
+  grep -qiE 'connection refused|connection reset|EOF|503 Service Unavailable' "$push_log" ||
+    die "docker push of $IMAGE failed: $(tail -n 1 "$push_log")"
+  [ "$SECONDS" -lt "$deadline" ] ||
+    die "the registry at ${IMAGE%%/*} did not take the push of $IMAGE within ${wait_seconds} s ($(tail -n 1 "$push_log")): is the registry container running? (docker ps; docker logs <registry container>)"
+  echo "build-debug-image: the registry at ${IMAGE%%/*} does not answer yet; retrying the push" >&2
+  sleep 1
+done
 
 repository=${IMAGE%:*}
 digest=$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$IMAGE" |
