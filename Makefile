@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 # The lab (Pulumi.lab.yaml): a kind cluster on this machine's Docker. STACK=dev is the walkthrough's own lab.
 STACK ?= lab
-PULUMI_VERSION ?= 3.272.0
+PULUMI_VERSION ?= 3.274.0
 # The kind CLI `make up` installs when a kind stack needs it and none is on PATH; its release's own checksums
 # (kind-<os>-<arch>.sha256sum). The node image the stack pins (components/kind_cluster.py) is this release's.
 KIND_VERSION ?= v0.32.0
@@ -41,14 +41,15 @@ TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd
 	cc:gcc g++:g++ patchelf:patchelf setpriv:util-linux ss:iproute2 pgrep:procps faketime:faketime \
 	ctr:containerd docker-registry:docker-registry skopeo:skopeo flock:util-linux \
 	clang++:clang ld.lld:lld llvm-dwp:llvm curl:curl pigz:pigz sudo:sudo \
-	dockerd:docker.io debootstrap:debootstrap
+	dockerd:docker.io debootstrap:debootstrap openssl:openssl strace:strace
 
 .PHONY: help up preview preview-policy destroy test lint bench deps system-deps lldb-clients pulumi-cli kind-cli \
-	docker-check stack-select stack
+	docker-check stack-select stack toolchain
 
 help:
 	@echo "make up       venv, dependencies, Pulumi CLI, kind, the '$(STACK)' stack, then pulumi up (STACK=dev: the walkthrough's lab)"
-	@echo "make test     install what the tests need (Debian and PyPI packages), then run them"
+	@echo "make test     install what the tests need (Debian and PyPI packages, the toolchain), then run them"
+	@echo "make toolchain  build the Pulumi CLI, providers and a Kubernetes control plane from Go modules (cached)"
 	@echo "make preview  pulumi preview --diff of the selected stack     (STACK=name to choose)"
 	@echo "make preview-policy  the same, checked by the policy pack (policy/)"
 	@echo "make destroy  pulumi destroy (keeps the source, the bazel cache and the registry data)"
@@ -92,7 +93,15 @@ lldb-clients: $(foreach major,$(LLDB_CLIENTS),.cache/lldb-$(major)/.unpacked)
 	rm -rf .cache/lldb-$*/debs
 	touch $@
 
-test: system-deps deps lldb-clients
+# The Pulumi CLI, its Python language host, the provider plugins and a Kubernetes control plane, built with Go
+# from the Go module proxy at pinned versions (tools/toolchain.sh), once per machine: the tests run the user's
+# commands on them. `make up` installs the official CLI instead.
+toolchain:
+	@command -v go >/dev/null || { echo "make: the toolchain is built with Go 1.26 or later, and there is no go" \
+		"command: install Go (https://go.dev/dl/)" >&2; exit 1; }
+	bash tools/toolchain.sh
+
+test: system-deps deps lldb-clients toolchain
 	$(VENV)/bin/python -m pytest -q
 
 lint: deps

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# The real toolchain the tests run the user's commands on, built with `go` from the Go module proxy at pinned
+# versions (no registry ships these binaries): the Pulumi CLI and its Python language host, the provider
+# plugins requirements.txt pins, and a Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl) with KWOK's controller in place of a kubelet.
+#
+# Each binary is built once per machine, into TOOLCHAIN_DIR/<name>-<version>/, with Go's module and build caches
+# beside them; TOOLCHAIN_DIR/bin links the current ones. A second run compiles nothing. The provider plugins are
+# then installed (`pulumi plugin install … --file`) into PULUMI_HOME, so the engine never downloads one.
+#
+# usage: tools/toolchain.sh            build what is missing, print TOOLCHAIN_DIR/bin
+#        TOOLCHAIN_DIR=… PULUMI_HOME=…   where the binaries and the plugins go
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MODULES="$ROOT/tools/toolchain"
+TOOLCHAIN_DIR=${TOOLCHAIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/istio-proxy-debug/toolchain}
+PULUMI_HOME=${PULUMI_HOME:-$ROOT/.cache/pulumi-home}
+
+# The versions. The Pulumi CLI is the Makefile's PULUMI_VERSION (the users' `make up` installs that release);
+# the plugins are requirements.txt's pins (tests/test_toolchain.py holds the three files in step).
+PULUMI_VERSION=3.274.0
+# The newest release whose language host the module proxy serves (tools/toolchain/pulumi-language-python/go.mod).
+PYTHON_LANGUAGE_HOST_VERSION=3.184.0
+KUBERNETES_PROVIDER_VERSION=4.25.0
+# pulumi-kubernetes tags only its repository root: its provider/ module is reached by the release commit.
+KUBERNETES_PROVIDER_MODULE=github.com/pulumi/pulumi-kubernetes/provider/v4@v4.0.0-20260115033456-f47bc2d6f199
+KUBERNETES_VERSION=1.34.4
+ETCD_VERSION=3.6.4
+KWOK_VERSION=0.7.0
+
+export GOMODCACHE="$TOOLCHAIN_DIR/go/mod" GOCACHE="$TOOLCHAIN_DIR/go/build"
+# The committed go.mod and go.sum decide every version and checksum; the machine's own Go decides nothing else.
+export GOFLAGS=-mod=readonly GOTOOLCHAIN=local
+unset GOPATH GOBIN GOWORK
+
+die() {
+  echo "toolchain: $*" >&2
+  exit 1
+}
+
+command -v go >/dev/null || die "go is not installed: install Go 1.26 or later (https://go.dev/dl/)"
+mkdir -p "$TOOLCHAIN_DIR/bin" "$TOOLCHAIN_DIR/src"
+
+# build NAME VERSION BINARY… -- COMMAND…: runs COMMAND (which writes the binaries into $out) unless
+# TOOLCHAIN_DIR/NAME-VERSION holds them all already.
+build() {
+  local name=$1 version=$2 binaries=() started missing=false binary
+  shift 2
+  while [ "$1" != -- ]; do binaries+=("$1"); shift; done
+  shift
+  local final="$TOOLCHAIN_DIR/$name-$version"
+  for binary in "${binaries[@]}"; do [ -x "$final/$binary" ] || missing=true; done
+  if $missing; then
+    echo "toolchain: building $name $version" >&2
+    started=$SECONDS
+    # The build functions write into $out; a build stopped halfway leaves only the .partial folder.
+    local out="$final.partial"
+    rm -rf "$out" && mkdir -p "$out"
+    "$@" || die "the build of $name $version failed (see above)"
+    rm -rf "$final" && mv "$out" "$final"
+    echo "$name $version $((SECONDS - started))" >>"$TOOLCHAIN_DIR/build-times"
+    echo "toolchain: built $name $version in $((SECONDS - started)) s" >&2
+  fi
+}
+
+# link NAME-VERSION BINARY…: TOOLCHAIN_DIR/bin/BINARY, the one the tests put on PATH.
+link() {
+  local folder=$1 binary
+  shift
+  for binary in "$@"; do ln -sfn "../$folder/$binary" "$TOOLCHAIN_DIR/bin/$binary"; done
+}
+
+# The CLI; the Python language host, and beside it (where it looks) the CLI release's own
+# pulumi-language-python-exec, the Python shim that starts the program: a file of the sdk module, as the CLI's
+# release archive ships it.
+build_pulumi() {
+  go build -C "$MODULES/pulumi" -trimpath -o "$out/pulumi" \
+    -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
+    github.com/pulumi/pulumi/pkg/v3/cmd/pulumi
+  go build -C "$MODULES/pulumi-language-python" -trimpath -o "$out/pulumi-language-python" \
+    -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PYTHON_LANGUAGE_HOST_VERSION" \
+    github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3
+  local sdk
+  sdk=$(go mod download -json "github.com/pulumi/pulumi/sdk/v3@v$PULUMI_VERSION" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$out/"
+}
+
+# The provider's module as the proxy serves it, writable, with the files its generate.go writes: the schema
+# with the release's version and the Terraform mapping, both embedded by main.go.
+build_kubernetes_provider() {
+  local src="$TOOLCHAIN_DIR/src/pulumi-kubernetes-$KUBERNETES_PROVIDER_VERSION" dir
+  dir=$(go mod download -json "$KUBERNETES_PROVIDER_MODULE" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  [ -n "$dir" ] || die "the module proxy did not give $KUBERNETES_PROVIDER_MODULE"
+  rm -rf "$src" && cp -r "$dir" "$src" && chmod -R u+w "$src"
+  # Its go.mod takes the SDK from ../sdk, a folder of its repository: the release's tag instead (its go.sum
+  # gains that module's checksum, checked against the checksum database).
+  go mod edit -C "$src" -dropreplace github.com/pulumi/pulumi-kubernetes/sdk/v4 \
+    -require "github.com/pulumi/pulumi-kubernetes/sdk/v4@v$KUBERNETES_PROVIDER_VERSION"
+  (cd "$src/cmd/pulumi-resource-kubernetes" && VERSION=$KUBERNETES_PROVIDER_VERSION GOFLAGS=-mod=mod go run generate.go)
+  GOFLAGS=-mod=mod go build -C "$src" -trimpath -o "$out/pulumi-resource-kubernetes" \
+    -ldflags "-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$KUBERNETES_PROVIDER_VERSION" \
+    ./cmd/pulumi-resource-kubernetes
+}
+
+build_kubernetes() {
+  local minor=${KUBERNETES_VERSION#1.} flags=()
+  minor=${minor%%.*}
+  # What the release's own build stamps (hack/lib/version.sh), so servers and clients report their version.
+  for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    flags+=("-X $package.gitVersion=v$KUBERNETES_VERSION" "-X $package.gitMajor=1" "-X $package.gitMinor=$minor"
+      "-X $package.gitTreeState=clean")
+  done
+  go build -C "$MODULES/kubernetes" -trimpath -o "$out/" -ldflags "-s -w ${flags[*]}" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+}
+
+build_etcd() {
+  go build -C "$MODULES/etcd" -trimpath -ldflags "-s -w" -o "$out/etcd" .
+}
+
+build_kwok() {
+  go build -C "$MODULES/kwok" -trimpath -ldflags "-s -w" -o "$out/kwok" sigs.k8s.io/kwok/cmd/kwok
+}
+
+PULUMI_BUILD="$PULUMI_VERSION+python-$PYTHON_LANGUAGE_HOST_VERSION"
+build pulumi "$PULUMI_BUILD" pulumi pulumi-language-python pulumi-language-python-exec -- build_pulumi
+build pulumi-resource-kubernetes "$KUBERNETES_PROVIDER_VERSION" pulumi-resource-kubernetes -- build_kubernetes_provider
+build etcd "$ETCD_VERSION" etcd -- build_etcd
+build kubernetes "$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes
+build kwok "$KWOK_VERSION" kwok -- build_kwok
+
+# The language host stays beside the CLI (through the link the CLI resolves its own folder, where it looks for
+# the runtimes it bundles). Plugins stay off PATH: the engine would take one from there over the installed one.
+rm -f "$TOOLCHAIN_DIR"/bin/*
+link "pulumi-$PULUMI_BUILD" pulumi
+link "etcd-$ETCD_VERSION" etcd
+link "kubernetes-$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl
+link "kwok-$KWOK_VERSION" kwok
+
+# The plugins, into the tests' PULUMI_HOME, from the files built here: the engine finds them installed.
+install_plugin() {
+  local name=$1 version=$2
+  [ -x "$PULUMI_HOME/plugins/resource-$name-v$version/pulumi-resource-$name" ] && return
+  PULUMI_HOME=$PULUMI_HOME PULUMI_SKIP_UPDATE_CHECK=true "$TOOLCHAIN_DIR/bin/pulumi" plugin install resource \
+    "$name" "$version" --file "$TOOLCHAIN_DIR/pulumi-resource-$name-$version/pulumi-resource-$name" >&2 ||
+    die "pulumi plugin install of $name $version failed"
+}
+install_plugin kubernetes "$KUBERNETES_PROVIDER_VERSION"
+
+echo "$TOOLCHAIN_DIR/bin"
