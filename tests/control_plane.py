@@ -1,0 +1,178 @@
+"""A Kubernetes control plane for the tests, from the binaries tools/toolchain.sh builds: etcd, kube-apiserver,
+kube-controller-manager and kube-scheduler on loopback, and KWOK's controller in place of a kubelet (it marks
+the nodes Ready and the pods scheduled to them Running and Ready; no container runs).
+
+Everything listens on 127.0.0.1 only, on ports chosen free at start, with its data in the test's folder. The
+admin's credential is a static token (system:masters); the API server's serving certificate is the
+self-signed one it makes in its --cert-dir, which the kubeconfig names as its certificate authority.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+NODE = "kwok-node-0"
+ADMIN_TOKEN = "istio-proxy-debug-tests-admin"
+SERVICE_CIDR = "10.96.0.0/16"
+
+
+@dataclass
+class ControlPlane:
+    kubeconfig: Path
+    kubectl_path: Path
+    server: str
+    logs: Path
+
+    def kubectl(self, *args: str, check: bool = True, stdin: str | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig), *args], input=stdin,
+                              capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {done.stderr}")
+        return done
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kubeconfig(server: str, ca: Path) -> str:
+    return f"""apiVersion: v1
+kind: Config
+clusters:
+- name: tests
+  cluster:
+    server: {server}
+    certificate-authority: {ca}
+users:
+- name: admin
+  user:
+    token: {ADMIN_TOKEN}
+contexts:
+- name: tests
+  context:
+    cluster: tests
+    user: admin
+current-context: tests
+"""
+
+
+def _wait(what: str, ready, processes: dict[str, subprocess.Popen], logs: Path, timeout: float) -> None:
+    """Polls `ready` until it is true; a process that exits, or the time-out, fails with its log's tail."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        for name, process in processes.items():
+            if process.poll() is not None:
+                raise AssertionError(f"{name} exited ({process.returncode}) before {what}: "
+                                     f"{(logs / f'{name}.log').read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            tails = {name: (logs / f"{name}.log").read_text()[-1500:] for name in processes}
+            raise AssertionError(f"{what} did not happen within {timeout:.0f} s; logs: {tails}")
+        time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def control_plane(bin_dir: Path, work: Path) -> Iterator[ControlPlane]:
+    """The control plane running, its API server ready and one node Ready; stopped afterwards."""
+    logs = work / "logs"
+    certs = work / "certs"
+    for folder in (logs, certs):
+        folder.mkdir(parents=True, exist_ok=True)
+    key = work / "service-account.key"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
+    tokens = work / "tokens.csv"
+    tokens.write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
+    etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
+    server = f"https://127.0.0.1:{api_port}"
+    kubeconfig = work / "kubeconfig"
+    kubeconfig.write_text(_kubeconfig(server, certs / "apiserver.crt"))
+    commands = {
+        "etcd": [f"--data-dir={work / 'etcd'}", f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                 f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                 f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+                 f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+                 f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}", "--listen-metrics-urls="],
+        "kube-apiserver": [
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}", "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1", f"--secure-port={api_port}", f"--cert-dir={certs}",
+            f"--token-auth-file={tokens}", "--authorization-mode=RBAC",
+            f"--service-account-key-file={key}", f"--service-account-signing-key-file={key}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-cluster-ip-range={SERVICE_CIDR}"],
+        "kube-controller-manager": [
+            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}", f"--service-account-private-key-file={key}",
+            f"--root-ca-file={certs / 'apiserver.crt'}", f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--use-service-account-credentials=false"],
+        "kube-scheduler": [
+            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}"],
+        "kwok": [f"--kubeconfig={kubeconfig}", "--manage-all-nodes=true",
+                 f"--server-address=127.0.0.1:{free_port()}"],
+    }
+    processes: dict[str, subprocess.Popen] = {}
+    plane = ControlPlane(kubeconfig, bin_dir / "kubectl", server, logs)
+
+    def start(name: str) -> None:
+        with open(logs / f"{name}.log", "w") as log:
+            processes[name] = subprocess.Popen([str(bin_dir / name), *commands[name]], stdout=log,
+                                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def answers(path: str) -> bool:
+        return plane.kubectl("get", "--raw", path, check=False, timeout=10).stdout.strip() == "ok"
+
+    try:
+        start("etcd")
+        start("kube-apiserver")
+        _wait("the API server's /readyz", lambda: answers("/readyz"), processes, logs, 120)
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            start(name)
+        plane.kubectl("apply", "-f", "-", stdin=NODE_MANIFEST)
+
+        def node_ready() -> bool:
+            done = plane.kubectl("get", "node", NODE, "-o",
+                                 "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
+            return done.stdout.strip() == "True"
+
+        _wait(f"node {NODE} Ready", node_ready, processes, logs, 120)
+        # The namespace controller and the service account controller: a pod needs its namespace's default
+        # service account before admission lets it in.
+        _wait("the default service account", lambda: plane.kubectl(
+            "get", "serviceaccount", "default", check=False).returncode == 0, processes, logs, 120)
+        yield plane
+    finally:
+        for process in reversed(processes.values()):
+            _stop(process)
+
+
+NODE_MANIFEST = f"""apiVersion: v1
+kind: Node
+metadata:
+  name: {NODE}
+  labels:
+    kubernetes.io/hostname: {NODE}
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    type: kwok
+  annotations:
+    kwok.x-k8s.io/node: fake
+"""

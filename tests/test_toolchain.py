@@ -1,0 +1,185 @@
+"""The toolchain tools/toolchain.sh builds, run for real: the Pulumi CLI and its Python language host, the
+kubernetes provider plugin, and the Kubernetes control plane (tests/control_plane.py) they drive.
+
+The pins are held in step here: the CLI is the release the Makefile installs for users, the plugins are the
+versions requirements.txt pins (the Python SDKs ask the engine for exactly those)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, require_tool
+from tests.control_plane import NODE, ControlPlane, control_plane
+from tests.toolchain import Pulumi, pulumi_env, script_value, toolchain_bin
+
+
+def pinned(requirement: str) -> str:
+    return re.search(rf"^{re.escape(requirement)}==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def test_the_cli_is_the_release_make_up_installs_and_not_older_than_the_sdk():
+    makefile = re.search(r"^PULUMI_VERSION \?= (\S+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert script_value("PULUMI_VERSION") == makefile
+    assert version_tuple(makefile) >= version_tuple(pinned("pulumi"))
+
+
+def test_the_kubernetes_plugin_is_the_version_requirements_pins():
+    assert script_value("KUBERNETES_PROVIDER_VERSION") == pinned("pulumi-kubernetes")
+
+
+def test_the_readme_names_the_versions_the_script_builds():
+    readme = (ROOT / "README.md").read_text()
+    for binary, variable in (("pulumi", "PULUMI_VERSION"), ("etcd", "ETCD_VERSION"), ("kwok", "KWOK_VERSION"),
+                             ("pulumi-resource-kubernetes", "KUBERNETES_PROVIDER_VERSION"),
+                             ("pulumi-language-python", "PYTHON_LANGUAGE_HOST_VERSION")):
+        assert re.search(rf"^\| `{binary}`[^|]*\| {re.escape(script_value(variable))}\b", readme, re.M), binary
+    assert re.search(rf"`kubectl` \| {re.escape(script_value('KUBERNETES_VERSION'))} \|", readme)
+
+
+@pytest.fixture(scope="module")
+def bin_dir() -> Path:
+    return toolchain_bin()
+
+
+def test_pulumi_version_prints_the_pinned_release(bin_dir):
+    done = subprocess.run([str(bin_dir / "pulumi"), "version"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"})
+    assert done.stdout.strip() == f"v{script_value('PULUMI_VERSION')}", done.stderr
+
+
+def test_the_plugins_are_installed_at_the_pinned_versions(bin_dir, tmp_path):
+    done = subprocess.run([str(bin_dir / "pulumi"), "plugin", "ls", "--json"], capture_output=True, text=True,
+                          timeout=60, env=pulumi_env(bin_dir, tmp_path / "state"))
+    assert done.returncode == 0, done.stderr
+    installed = {(p["kind"], p["name"], p["version"]) for p in json.loads(done.stdout)}
+    assert ("resource", "kubernetes", pinned("pulumi-kubernetes")) in installed, installed
+
+
+@pytest.fixture(scope="module")
+def cluster(bin_dir, tmp_path_factory) -> ControlPlane:
+    if os.geteuid() != 0:
+        pytest.skip("the control plane's tests run as root (make test does)")
+    require_tool("openssl")
+    with control_plane(bin_dir, tmp_path_factory.mktemp("control-plane")) as plane:
+        yield plane
+
+
+def test_the_api_server_answers_readyz(cluster):
+    assert cluster.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+
+
+NATIVE_SIDECAR_STATEFULSET = """apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: native-sidecar
+  namespace: default
+spec:
+  serviceName: native-sidecar
+  selector:
+    matchLabels: {app: native-sidecar}
+  template:
+    metadata:
+      labels: {app: native-sidecar}
+    spec:
+      initContainers:
+      - name: istio-proxy
+        image: docker.io/istio/proxyv2:1.30.3
+        restartPolicy: Always
+      containers:
+      - name: app
+        image: fortio/fortio:latest
+"""
+
+
+def test_the_api_server_accepts_a_restartable_init_container(cluster):
+    done = cluster.kubectl("apply", "--dry-run=server", "-o",
+                           "jsonpath={.spec.template.spec.initContainers[0].restartPolicy}", "-f", "-",
+                           stdin=NATIVE_SIDECAR_STATEFULSET)
+    assert done.stdout == "Always", "the server kept the native sidecar's restartPolicy"
+
+
+def test_the_api_server_refuses_a_malformed_statefulset_with_its_message(cluster):
+    # The app container named as the sidecar: the server's validation refuses the duplicate.
+    malformed = NATIVE_SIDECAR_STATEFULSET.replace("- name: app", "- name: istio-proxy")
+    done = cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=malformed, check=False)
+    assert done.returncode != 0
+    assert 'The StatefulSet "native-sidecar" is invalid' in done.stderr, done.stderr
+    assert 'initContainers[0].name: Duplicate value: "istio-proxy"' in done.stderr, done.stderr
+
+
+def test_a_deployments_pod_is_scheduled_and_reported_ready(cluster):
+    cluster.kubectl("create", "deployment", "ready-check", "--image=fortio/fortio:latest", "--namespace=default")
+    try:
+        done = cluster.kubectl("rollout", "status", "deployment/ready-check", "--namespace=default",
+                               "--timeout=120s", timeout=150)
+        assert "successfully rolled out" in done.stdout
+        pod = cluster.kubectl("get", "pods", "--namespace=default", "-l", "app=ready-check", "-o",
+                              "jsonpath={.items[0].spec.nodeName} {.items[0].status.conditions[?(@.type=='Ready')]"
+                              ".status}").stdout
+        assert pod == f"{NODE} True"
+    finally:
+        cluster.kubectl("delete", "deployment", "ready-check", "--namespace=default", "--wait=false", check=False)
+
+
+@pytest.fixture
+def smoke(bin_dir, cluster, tmp_path) -> Pulumi:
+    """The smoke program as a user's project: Pulumi.yaml naming the project's virtualenv, a stack on a file
+    backend with a passphrase, the cluster through KUBECONFIG."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "tests" / "data" / "smoke" / "__main__.py", project)
+    (project / "Pulumi.yaml").write_text(
+        "name: toolchain-smoke\nruntime:\n  name: python\n  options:\n    toolchain: pip\n"
+        f"    virtualenv: {ROOT / '.venv'}\n")
+    pulumi = Pulumi(bin_dir, project, pulumi_env(bin_dir, tmp_path / "state", KUBECONFIG=str(cluster.kubeconfig)))
+    pulumi("stack", "init", "smoke", "--secrets-provider", "passphrase")
+    return pulumi
+
+
+def configmap_value(cluster: ControlPlane) -> subprocess.CompletedProcess:
+    return cluster.kubectl("get", "configmap", "toolchain-smoke", "--namespace=default", "-o",
+                           "jsonpath={.data.value}", check=False)
+
+
+def connects(trace: Path) -> list[str]:
+    """The addresses of every connect(2) strace recorded, for the IP families."""
+    return re.findall(r"connect\(\d+, \{sa_family=AF_INET6?, (.*?)\}", trace.read_text())
+
+
+def test_a_configmap_is_created_updated_and_deleted_by_up_and_destroy(smoke, cluster, tmp_path):
+    strace = require_tool("strace")
+    smoke("config", "set", "value", "first")
+    trace = tmp_path / "connect.trace"
+    # Every process the CLI starts (language host, Python, the plugin) traced: none connects but to loopback.
+    done = subprocess.run([strace, "-f", "-qq", "-e", "trace=connect", "-o", str(trace),
+                           str(smoke.bin_dir / "pulumi"), "up", "--yes", "--skip-preview", "--non-interactive"],
+                          cwd=smoke.project, env=smoke.env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert configmap_value(cluster).stdout == "first"
+    addresses = connects(trace)
+    assert addresses, "strace saw the engine connect to its plugins and the API server"
+    outside = [a for a in addresses if "127.0.0.1" not in a and '"::1"' not in a]
+    assert not outside, f"connections beyond loopback: {outside}"
+
+    first_uid = smoke("stack", "output", "uid").stdout.strip()
+    smoke("config", "set", "value", "second")
+    update = smoke("up", "--yes", "--skip-preview")
+    # The provider replaces a ConfigMap whose data changes (its default: a rollout sees a new object).
+    assert "+-1 replaced" in update.stdout, update.stdout
+    assert configmap_value(cluster).stdout == "second"
+    assert smoke("stack", "output", "uid").stdout.strip() not in ("", first_uid)
+
+    smoke("destroy", "--yes", "--skip-preview")
+    gone = configmap_value(cluster)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stdout + gone.stderr
