@@ -157,7 +157,7 @@ def connects(trace: Path) -> list[str]:
     return re.findall(r"connect\(\d+, \{sa_family=AF_INET6?, (.*?)\}", trace.read_text())
 
 
-def test_a_configmap_is_created_updated_and_deleted_by_up_and_destroy(smoke, cluster, tmp_path):
+def test_a_configmap_and_a_deployment_are_created_updated_and_deleted_by_up_and_destroy(smoke, cluster, tmp_path):
     strace = require_tool("strace")
     smoke("config", "set", "value", "first")
     trace = tmp_path / "connect.trace"
@@ -167,6 +167,8 @@ def test_a_configmap_is_created_updated_and_deleted_by_up_and_destroy(smoke, clu
                           cwd=smoke.project, env=smoke.env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert configmap_value(cluster).stdout == "first"
+    # The provider's await logic saw the Deployment's pod scheduled and Ready.
+    assert smoke("stack", "output", "readyReplicas").stdout.strip() == "1"
     addresses = connects(trace)
     assert addresses, "strace saw the engine connect to its plugins and the API server"
     outside = [a for a in addresses if "127.0.0.1" not in a and '"::1"' not in a]
@@ -183,3 +185,5 @@ def test_a_configmap_is_created_updated_and_deleted_by_up_and_destroy(smoke, clu
     smoke("destroy", "--yes", "--skip-preview")
     gone = configmap_value(cluster)
     assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stdout + gone.stderr
+    assert "NotFound" in cluster.kubectl("get", "deployment", "toolchain-smoke", "--namespace=default",
+                                         check=False).stderr
