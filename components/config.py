@@ -559,7 +559,9 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         "ports after it are lldb-server's gdbserver ports, which it accepts only in "
         f"{USER_PORT_RANGE[0]}-{USER_PORT_RANGE[1]}",
     )
-    lldb_server_listen_all = r.boolean("lldbServerListenAll")
+    # Unset: the one value the cluster placement allows there, the safe one elsewhere.
+    lldb_server_listen_all = (r.boolean("lldbServerListenAll") if r.text("lldbServerListenAll") is not None
+                              else placement == "cluster")
     if placement == "cluster" and lldb_server_listen_all is False:
         r.problem("lldbServerListenAll", "false",
                   "expected true with placement cluster: lldb-server takes connections from the debugger's address "

@@ -278,7 +278,15 @@ def test_link_options_that_fit_the_linker_pass(args):
     assert parse_config(raw_dev(bazelBuildArgs=args), stack="dev").bazel_build_args == args
 
 
+def test_lldb_server_takes_any_peer_by_default_only_in_the_cluster_placement():
+    cluster = parse_config(raw_dev(placement="cluster", registryPort="30500",
+                                   codeServerPassword="correct-horse-battery"), stack="dev")
+    assert cluster.lldb_server_listen_all is True
+    assert parse_config(raw_dev(), stack="dev").lldb_server_listen_all is False
+
+
 def test_the_cluster_placement_needs_lldb_server_to_take_any_peer():
-    (found,) = problems(placement="cluster", registryPort="30500", codeServerPassword="correct-horse-battery")
+    (found,) = problems(placement="cluster", registryPort="30500", codeServerPassword="correct-horse-battery",
+                        lldbServerListenAll="false")
     assert found.startswith('istio-proxy-debug:lldbServerListenAll = "false": expected true with placement cluster')
     assert "pulumi config set lldbServerListenAll true" in found

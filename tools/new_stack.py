@@ -79,7 +79,7 @@ def allocate(name: str, work_dir: str | None, existing: dict[str, dict], project
     config = {
         **template,
         # In the cluster lldb-server must take code-server's connections, whose address moves with its pod.
-        **({"workDir": work_dir} if placement == "host" else {"placement": placement, "lldbServerListenAll": True}),
+        **({"workDir": work_dir} if placement == "host" else {"placement": placement}),
         "namespace": namespace,
         "registryPort": first_free("registryPort", registry_ports),
         "lldbServerPort": first_free("lldbServerPort", range(LLDB_SERVER_PORT, 40000, LLDB_PORTS_PER_STACK)),
