@@ -38,6 +38,16 @@ def require_tool(name: str) -> str:
     return path
 
 
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    """A server the test started: asked to stop, killed if it has not within `timeout`, and reaped."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def run_rendered(inputs: dict, **values: str) -> subprocess.CompletedProcess:
     """A command's script on stdin to bash, with its own environment, as the program renders it; `values`
     replace some of it (this machine's paths, a test server; PATH, for stand-ins of tools) and name no other

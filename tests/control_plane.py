@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import stop
+
 NODE = "kwok-node-0"
 ADMIN_TOKEN = "istio-proxy-debug-tests-admin"
 SERVICE_CIDR = "10.96.0.0/16"
@@ -77,15 +79,6 @@ def _wait(what: str, ready, processes: dict[str, subprocess.Popen], logs: Path, 
             tails = {name: (logs / f"{name}.log").read_text()[-1500:] for name in processes}
             raise AssertionError(f"{what} did not happen within {timeout:.0f} s; logs: {tails}")
         time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @contextlib.contextmanager
@@ -161,7 +154,7 @@ def control_plane(bin_dir: Path, work: Path) -> Iterator[ControlPlane]:
         yield plane
     finally:
         for process in reversed(processes.values()):
-            _stop(process)
+            stop(process)
 
 
 NODE_MANIFEST = f"""apiVersion: v1

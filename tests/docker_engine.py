@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import resource, run_rendered
+from tests.conftest import resource, run_rendered, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "docker-engine"
@@ -103,7 +103,7 @@ def engine() -> Iterator[Engine]:
         proxy_process = subprocess.Popen(
             [sys.executable, str(ROOT / "tests" / "forward_proxy.py"), HOST_SIDE, str(PROXY_PORT)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        stack.callback(_stop, proxy_process)
+        stack.callback(stop, proxy_process)
         assert proxy_process.stdout.readline().strip() == "ready"
         RUNTIME.mkdir(parents=True, exist_ok=True)
         log = open(CACHE / "dockerd.log", "w")  # noqa: SIM115 (closed by the exit stack)
@@ -113,22 +113,13 @@ def engine() -> Iterator[Engine]:
             ["nsenter", f"--net=/run/netns/{NETNS}", "dockerd", f"--host=unix://{SOCKET}",
              f"--pidfile={RUNTIME}/pid", f"--exec-root={RUNTIME}/exec", f"--data-root={CACHE / 'data'}"],
             stdout=log, stderr=subprocess.STDOUT)
-        stack.callback(_stop, daemon)
+        stack.callback(stop, daemon)
         deadline = time.monotonic() + 60
         while not _answers(env):
             assert daemon.poll() is None, (CACHE / "dockerd.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "dockerd did not answer within 60 s"
             time.sleep(0.5)
         yield Engine(env, started=True)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _rootfs_tar(name: str, include: tuple[str, ...]) -> Path:
