@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,3 +73,15 @@ def pulumi_env(bin_dir: Path, state: Path, **extra: str) -> dict[str, str]:
         "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "true",
         **extra,
     }
+
+
+def user_project(folder: Path) -> Path:
+    """This project as a user's clone has it, in `folder`: Pulumi.yaml, the committed stack files, the program,
+    its components and tools, and the virtualenv `make` made (.venv, linked), so stacks made there stay there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (*ROOT.glob("Pulumi*.yaml"), ROOT / "__main__.py", ROOT / "requirements.txt"):
+        shutil.copy2(path, folder)
+    for tree in ("components", "tools"):
+        shutil.copytree(ROOT / tree, folder / tree, ignore=shutil.ignore_patterns("__pycache__", "toolchain"))
+    (folder / ".venv").symlink_to(ROOT / ".venv")
+    return folder
