@@ -113,6 +113,7 @@ bench: system-deps deps lldb-clients
 	$(VENV)/bin/python bench/debugger_layer.py
 	$(VENV)/bin/python bench/dwp_support.py
 	$(VENV)/bin/python bench/prebuilt_fetch.py --rate 125
+	$(VENV)/bin/python bench/toolchain_build.py
 
 pulumi-cli:
 	@[ -x "$(PULUMI)" ] || { echo "installing the Pulumi CLI $(PULUMI_VERSION) into ~/.pulumi"; \
