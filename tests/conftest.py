@@ -99,10 +99,36 @@ def evaluate(stack: str, *sets: str, preview: bool = False, facts: str | None = 
     return json.loads(done.stdout)
 
 
+def revealed(value, leaf=lambda v: v):
+    """The harness's record of inputs with each secret ({"secret": value}) as its plain value, as the provider
+    sends it; every other value through `leaf`."""
+    if isinstance(value, dict):
+        if set(value) == {"secret"}:
+            return revealed(value["secret"], leaf)
+        return {k: revealed(v, leaf) for k, v in value.items()}
+    if isinstance(value, list):
+        return [revealed(v, leaf) for v in value]
+    return leaf(value)
+
+
 def resource(evaluation: dict, name: str) -> dict:
     matches = [r for r in evaluation["resources"] if r["name"] == name]
     assert len(matches) == 1, f"expected one resource named {name}, found {len(matches)}"
     return matches[0]
+
+
+@pytest.fixture(scope="session")
+def api_server(tmp_path_factory):
+    """The toolchain's Kubernetes control plane (tests/control_plane.py), one for the whole session."""
+    from tests.control_plane import control_plane
+    from tests.toolchain import toolchain_bin
+
+    bin_dir = toolchain_bin()
+    if os.geteuid() != 0:
+        pytest.skip("the control plane's tests run as root (make test does)")
+    require_tool("openssl")
+    with control_plane(bin_dir, tmp_path_factory.mktemp("control-plane")) as plane:
+        yield plane
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,9 @@ def control_plane(bin_dir: Path, work: Path) -> Iterator[ControlPlane]:
             f"--token-auth-file={tokens}", "--authorization-mode=RBAC",
             f"--service-account-key-file={key}", f"--service-account-signing-key-file={key}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-cluster-ip-range={SERVICE_CIDR}"],
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # As kubeadm, kind and k3s start it: the builder and the node-side pods are privileged.
+            "--allow-privileged=true"],
         "kube-controller-manager": [
             f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1",

@@ -32,7 +32,7 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policy import policies
-from tests.conftest import CLUSTER_PLACEMENT, ROOT, evaluate, resource
+from tests.conftest import CLUSTER_PLACEMENT, ROOT, evaluate, resource, revealed
 
 POLICY_DIR = ROOT / "policy"
 LLDB, PRIVILEGED, DIGEST = policies.LLDB_SERVER_POLICY, policies.PRIVILEGED_POLICY, policies.DIGEST_POLICY
@@ -53,15 +53,7 @@ PROGRAM_VARIANTS = {
 def engine_props(inputs: dict) -> dict:
     """The harness's JSON inputs as the engine passes them to a policy: secrets unwrapped, "<unknown>"
     (a preview's value not known yet) as the engine's sentinel."""
-    if isinstance(inputs, dict):
-        if set(inputs) == {"secret"}:
-            return engine_props(inputs["secret"])
-        return {k: engine_props(v) for k, v in inputs.items()}
-    if isinstance(inputs, list):
-        return [engine_props(v) for v in inputs]
-    if inputs == "<unknown>":
-        return UNKNOWN_STRING_VALUE
-    return inputs
+    return revealed(inputs, lambda v: UNKNOWN_STRING_VALUE if v == "<unknown>" else v)
 
 
 def violations(policy: ResourceValidationPolicy, resource_type: str, props: dict, name: str = "r") -> list[str]:
