@@ -4,17 +4,23 @@ of the project as a user's clone has it, with stacks made as the README says (`m
 
 What needs the `command` and `docker` provider plugins (a whole preview or up of the stack) cannot run here:
 the Go module proxy serves neither (README, "The toolchain the tests run on"). The configuration is checked
-before any resource is registered, so a bad one meets the real engine without them."""
+before any resource is registered, so a bad one meets the real engine without them; and the policy pack
+(`pulumi preview --policy-pack`) judges the stack's own target StatefulSet, run in a program of its own with
+the kubernetes plugin against the tests' API server."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.toolchain import Pulumi, pulumi_env, toolchain_bin, user_project
+from tests.conftest import ROOT, evaluate
+from tests.test_api_server import create_namespaces, kubernetes_objects
+from tests.toolchain import Pulumi, program_project, pulumi_env, toolchain_bin, user_project
 
 
 @pytest.fixture
@@ -45,3 +51,47 @@ def test_a_bad_configuration_stops_preview_and_up_with_the_problem_list_and_no_t
     resources = json.loads(project("stack", "export").stdout)["deployment"].get("resources", [])
     # Only the engine's own root (the stack) is recorded: no resource of the program was created.
     assert [r["type"] for r in resources] in ([], ["pulumi:pulumi:Stack"]), resources
+
+
+def policy_pack(folder: Path) -> Path:
+    """policy/ as the CLI loads it, its virtualenv the project's (which holds pulumi-policy)."""
+    pack = folder / "policy"
+    shutil.copytree(ROOT / "policy", pack, ignore=shutil.ignore_patterns("venv", "__pycache__"))
+    declaration = pack / "PulumiPolicy.yaml"
+    declaration.write_text(declaration.read_text().replace("virtualenv: venv", f"virtualenv: {ROOT / '.venv'}"))
+    return pack
+
+
+@pytest.fixture
+def target_statefulset(api_server, tmp_path) -> tuple[Pulumi, dict]:
+    """The dev stack's target StatefulSet, as it renders, in a program of its own on the real engine and the
+    tests' API server: the policy pack judges it as it would the stack's."""
+    (statefulset,) = [o for o in kubernetes_objects(evaluate("dev")) if o["kind"] == "StatefulSet"]
+    create_namespaces(api_server, [statefulset])
+    pulumi = program_project("statefulset", toolchain_bin(), tmp_path, KUBECONFIG=str(api_server.kubeconfig))
+    return pulumi, statefulset
+
+
+def preview_with_policies(pulumi: Pulumi, statefulset: dict, folder: Path) -> subprocess.CompletedProcess:
+    manifest = folder / "statefulset.json"
+    manifest.write_text(json.dumps(statefulset))
+    pulumi("config", "set", "manifest", str(manifest))
+    return pulumi("preview", "--policy-pack", str(policy_pack(folder)), check=False)
+
+
+def test_the_policy_pack_runs_on_the_engine_and_passes_the_stacks_statefulset(target_statefulset, tmp_path):
+    pulumi, statefulset = target_statefulset
+    done = preview_with_policies(pulumi, statefulset, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "istio-proxy-debug-safety@v0.1.0" in done.stdout and "mandatory" not in done.stdout, done.stdout
+
+
+def test_the_policy_pack_refuses_a_proxy_image_by_tag_on_the_engine(target_statefulset, tmp_path):
+    pulumi, statefulset = target_statefulset
+    annotations = statefulset["spec"]["template"]["metadata"]["annotations"]
+    annotations["sidecar.istio.io/proxyImage"] = annotations["sidecar.istio.io/proxyImage"].split("@")[0] + ":debug"
+    done = preview_with_policies(pulumi, statefulset, tmp_path)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "debug-image-by-digest" in output, output[-3000:]
+    assert "does not name the debug image by digest" in output

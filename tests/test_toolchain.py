@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from tests.conftest import ROOT, require_tool
 from tests.control_plane import NODE, ControlPlane
-from tests.toolchain import Pulumi, pulumi_env, script_value, toolchain_bin
+from tests.toolchain import Pulumi, program_project, pulumi_env, script_value, toolchain_bin
 
 
 def pinned(requirement: str) -> str:
@@ -130,17 +129,7 @@ def test_a_deployments_pod_is_scheduled_and_reported_ready(cluster):
 
 @pytest.fixture
 def smoke(bin_dir, cluster, tmp_path) -> Pulumi:
-    """The smoke program as a user's project: Pulumi.yaml naming the project's virtualenv, a stack on a file
-    backend with a passphrase, the cluster through KUBECONFIG."""
-    project = tmp_path / "project"
-    project.mkdir()
-    shutil.copy(ROOT / "tests" / "data" / "smoke" / "__main__.py", project)
-    (project / "Pulumi.yaml").write_text(
-        "name: toolchain-smoke\nruntime:\n  name: python\n  options:\n    toolchain: pip\n"
-        f"    virtualenv: {ROOT / '.venv'}\n")
-    pulumi = Pulumi(bin_dir, project, pulumi_env(bin_dir, tmp_path / "state", KUBECONFIG=str(cluster.kubeconfig)))
-    pulumi("stack", "init", "smoke", "--secrets-provider", "passphrase")
-    return pulumi
+    return program_project("smoke", bin_dir, tmp_path, KUBECONFIG=str(cluster.kubeconfig))
 
 
 def configmap_value(cluster: ControlPlane) -> subprocess.CompletedProcess:

@@ -85,3 +85,17 @@ def user_project(folder: Path) -> Path:
         shutil.copytree(ROOT / tree, folder / tree, ignore=shutil.ignore_patterns("__pycache__", "toolchain"))
     (folder / ".venv").symlink_to(ROOT / ".venv")
     return folder
+
+
+def program_project(name: str, bin_dir: Path, folder: Path, **env: str) -> Pulumi:
+    """tests/data/<name>/__main__.py as a user's project in `folder`: Pulumi.yaml naming the project's
+    virtualenv, one stack (`name`) on a file backend with a passphrase, `env` added."""
+    project = folder / "project"
+    project.mkdir(parents=True)
+    shutil.copy(ROOT / "tests" / "data" / name / "__main__.py", project)
+    (project / "Pulumi.yaml").write_text(
+        f"name: {name}\nruntime:\n  name: python\n  options:\n    toolchain: pip\n"
+        f"    virtualenv: {ROOT / '.venv'}\n")
+    pulumi = Pulumi(bin_dir, project, pulumi_env(bin_dir, folder / "state", **env))
+    pulumi("stack", "init", name, "--secrets-provider", "passphrase")
+    return pulumi
