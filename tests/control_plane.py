@@ -28,8 +28,6 @@ SERVICE_CIDR = "10.96.0.0/16"
 class ControlPlane:
     kubeconfig: Path
     kubectl_path: Path
-    server: str
-    logs: Path
 
     def kubectl(self, *args: str, check: bool = True, stdin: str | None = None,
                 timeout: float = 60) -> subprocess.CompletedProcess:
@@ -68,9 +66,17 @@ current-context: tests
 
 
 def _wait(what: str, ready, processes: dict[str, subprocess.Popen], logs: Path, timeout: float) -> None:
-    """Polls `ready` until it is true; a process that exits, or the time-out, fails with its log's tail."""
+    """Polls `ready` until it is true (a probe that hangs counts as not yet); a process that exits, or the
+    time-out, fails with its log's tail."""
     deadline = time.monotonic() + timeout
-    while not ready():
+
+    def probe() -> bool:
+        try:
+            return ready()
+        except subprocess.TimeoutExpired:
+            return False
+
+    while not probe():
         for name, process in processes.items():
             if process.poll() is not None:
                 raise AssertionError(f"{name} exited ({process.returncode}) before {what}: "
@@ -125,7 +131,7 @@ def control_plane(bin_dir: Path, work: Path) -> Iterator[ControlPlane]:
                  f"--server-address=127.0.0.1:{free_port()}"],
     }
     processes: dict[str, subprocess.Popen] = {}
-    plane = ControlPlane(kubeconfig, bin_dir / "kubectl", server, logs)
+    plane = ControlPlane(kubeconfig, bin_dir / "kubectl")
 
     def start(name: str) -> None:
         with open(logs / f"{name}.log", "w") as log:
@@ -133,7 +139,8 @@ def control_plane(bin_dir: Path, work: Path) -> Iterator[ControlPlane]:
                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def answers(path: str) -> bool:
-        return plane.kubectl("get", "--raw", path, check=False, timeout=10).stdout.strip() == "ok"
+        return plane.kubectl("get", "--raw", path, "--request-timeout=5s", check=False,
+                             timeout=10).stdout.strip() == "ok"
 
     try:
         start("etcd")

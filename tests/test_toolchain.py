@@ -65,13 +65,8 @@ def test_the_plugins_are_installed_at_the_pinned_versions(bin_dir, tmp_path):
     assert ("resource", "kubernetes", pinned("pulumi-kubernetes")) in installed, installed
 
 
-@pytest.fixture(scope="module")
-def cluster(api_server) -> ControlPlane:
-    return api_server
-
-
-def test_the_api_server_answers_readyz(cluster):
-    assert cluster.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+def test_the_api_server_answers_readyz(api_server):
+    assert api_server.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
 
 
 NATIVE_SIDECAR_STATEFULSET = """apiVersion: apps/v1
@@ -97,43 +92,43 @@ spec:
 """
 
 
-def test_the_api_server_accepts_a_restartable_init_container(cluster):
-    done = cluster.kubectl("apply", "--dry-run=server", "-o",
+def test_the_api_server_accepts_a_restartable_init_container(api_server):
+    done = api_server.kubectl("apply", "--dry-run=server", "-o",
                            "jsonpath={.spec.template.spec.initContainers[0].restartPolicy}", "-f", "-",
                            stdin=NATIVE_SIDECAR_STATEFULSET)
     assert done.stdout == "Always", "the server kept the native sidecar's restartPolicy"
 
 
-def test_the_api_server_refuses_a_malformed_statefulset_with_its_message(cluster):
+def test_the_api_server_refuses_a_malformed_statefulset_with_its_message(api_server):
     # The app container named as the sidecar: the server's validation refuses the duplicate.
     malformed = NATIVE_SIDECAR_STATEFULSET.replace("- name: app", "- name: istio-proxy")
-    done = cluster.kubectl("apply", "--dry-run=server", "-f", "-", stdin=malformed, check=False)
+    done = api_server.kubectl("apply", "--dry-run=server", "-f", "-", stdin=malformed, check=False)
     assert done.returncode != 0
     assert 'The StatefulSet "native-sidecar" is invalid' in done.stderr, done.stderr
     assert 'initContainers[0].name: Duplicate value: "istio-proxy"' in done.stderr, done.stderr
 
 
-def test_a_deployments_pod_is_scheduled_and_reported_ready(cluster):
-    cluster.kubectl("create", "deployment", "ready-check", "--image=fortio/fortio:latest", "--namespace=default")
+def test_a_deployments_pod_is_scheduled_and_reported_ready(api_server):
+    api_server.kubectl("create", "deployment", "ready-check", "--image=fortio/fortio:latest", "--namespace=default")
     try:
-        done = cluster.kubectl("rollout", "status", "deployment/ready-check", "--namespace=default",
+        done = api_server.kubectl("rollout", "status", "deployment/ready-check", "--namespace=default",
                                "--timeout=120s", timeout=150)
         assert "successfully rolled out" in done.stdout
-        pod = cluster.kubectl("get", "pods", "--namespace=default", "-l", "app=ready-check", "-o",
+        pod = api_server.kubectl("get", "pods", "--namespace=default", "-l", "app=ready-check", "-o",
                               "jsonpath={.items[0].spec.nodeName} {.items[0].status.conditions[?(@.type=='Ready')]"
                               ".status}").stdout
         assert pod == f"{NODE} True"
     finally:
-        cluster.kubectl("delete", "deployment", "ready-check", "--namespace=default", "--wait=false", check=False)
+        api_server.kubectl("delete", "deployment", "ready-check", "--namespace=default", "--wait=false", check=False)
 
 
 @pytest.fixture
-def smoke(bin_dir, cluster, tmp_path) -> Pulumi:
-    return program_project("smoke", bin_dir, tmp_path, KUBECONFIG=str(cluster.kubeconfig))
+def smoke(bin_dir, api_server, tmp_path) -> Pulumi:
+    return program_project("smoke", bin_dir, tmp_path, KUBECONFIG=str(api_server.kubeconfig))
 
 
-def configmap_value(cluster: ControlPlane) -> subprocess.CompletedProcess:
-    return cluster.kubectl("get", "configmap", "toolchain-smoke", "--namespace=default", "-o",
+def configmap_value(api_server: ControlPlane) -> subprocess.CompletedProcess:
+    return api_server.kubectl("get", "configmap", "toolchain-smoke", "--namespace=default", "-o",
                            "jsonpath={.data.value}", check=False)
 
 
@@ -142,7 +137,7 @@ def connects(trace: Path) -> list[str]:
     return re.findall(r"connect\(\d+, \{sa_family=AF_INET6?, (.*?)\}", trace.read_text())
 
 
-def test_a_configmap_and_a_deployment_are_created_updated_and_deleted_by_up_and_destroy(smoke, cluster, tmp_path):
+def test_a_configmap_and_a_deployment_are_created_updated_and_deleted_by_up_and_destroy(smoke, api_server, tmp_path):
     strace = require_tool("strace")
     smoke("config", "set", "value", "first")
     trace = tmp_path / "connect.trace"
@@ -151,7 +146,7 @@ def test_a_configmap_and_a_deployment_are_created_updated_and_deleted_by_up_and_
                            str(smoke.bin_dir / "pulumi"), "up", "--yes", "--skip-preview", "--non-interactive"],
                           cwd=smoke.project, env=smoke.env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert configmap_value(cluster).stdout == "first"
+    assert configmap_value(api_server).stdout == "first"
     # The provider's await logic saw the Deployment's pod scheduled and Ready.
     assert smoke("stack", "output", "readyReplicas").stdout.strip() == "1"
     addresses = connects(trace)
@@ -164,11 +159,11 @@ def test_a_configmap_and_a_deployment_are_created_updated_and_deleted_by_up_and_
     update = smoke("up", "--yes", "--skip-preview")
     # The provider replaces a ConfigMap whose data changes (its default: a rollout sees a new object).
     assert "+-1 replaced" in update.stdout, update.stdout
-    assert configmap_value(cluster).stdout == "second"
+    assert configmap_value(api_server).stdout == "second"
     assert smoke("stack", "output", "uid").stdout.strip() not in ("", first_uid)
 
     smoke("destroy", "--yes", "--skip-preview")
-    gone = configmap_value(cluster)
+    gone = configmap_value(api_server)
     assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stdout + gone.stderr
-    assert "NotFound" in cluster.kubectl("get", "deployment", "toolchain-smoke", "--namespace=default",
+    assert "NotFound" in api_server.kubectl("get", "deployment", "toolchain-smoke", "--namespace=default",
                                          check=False).stderr
