@@ -186,6 +186,7 @@ target = Target(
         mode=config.mode,
         create_namespace=config.create_namespace,
         kubeconfig_file=config.kubeconfig_file,
+        target=config.target,
     ),
     # The nodes must be able to pull the debug image before the pod asks for it, and istiod must inject it.
     opts=pulumi.ResourceOptions.merge(cluster_options,
@@ -255,3 +256,5 @@ pulumi.export("lldbCommands", launch.lldb_commands)
 pulumi.export("podName", target.pod_name)
 pulumi.export("startCommand", target.start_command)
 pulumi.export("portForwardCommand", target.port_forward_command)
+if target.request_command is not None:
+    pulumi.export("requestCommand", target.request_command)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import pulumi
 
 from components.debug_ports import GDBSERVER_PORT_COUNT, PLATFORM_PORT_RANGE, USER_PORT_RANGE, DebuggerPorts
+from components.mesh_gateway import deployment_name, longest_workload
 
 PROJECT = "istio-proxy-debug"
 # The stack that reproduces the walkthrough: it keeps the walkthrough's container and network names.
@@ -122,6 +123,8 @@ class StackConfig:
     node_access: str = "ssh"
     # nodeAccess docker: the Docker network of the node containers, which the stack's containers join.
     node_network: str | None = None
+    # Which Envoy is debugged: the target's sidecar, or the waypoint or gateway istiod deploys for it.
+    target: str = "sidecar"
 
     @property
     def prebuilt(self) -> bool:
@@ -271,9 +274,14 @@ def _is_subnet(value: str) -> bool:
     return "/" in value and _is_network(value)
 
 
+def _release(value: str) -> tuple[int, int]:
+    """The major and minor of a release version x.y.z."""
+    major, minor, _ = value.split(".")
+    return int(major), int(minor)
+
+
 def _is_supported_release(value: str) -> bool:
-    match = _VERSION.match(value)
-    return match is not None and (int(match.group(1)), int(match.group(2))) >= OLDEST_ISTIO
+    return _VERSION.match(value) is not None and _release(value) >= OLDEST_ISTIO
 
 
 def _is_absolute_dir(value: str) -> bool:
@@ -355,9 +363,14 @@ KEYS = (
     "sshPrivateKey", "namespace", "workload", "targetNodeAddress", "targetNodeName", "mode",
     "lldbServerPort", "lldbServerListenAll", "appUid", "createNamespace", "proxyMemory", "proxyMemoryLimit",
     "placement", "workspaceStorageClass", "workspaceVolumeSize", "codeServerPassword",
-    "envoySource", "prebuiltBaseUrl", "envoyRepository", "cluster", "nodeAccess", "nodeNetwork",
+    "envoySource", "prebuiltBaseUrl", "envoyRepository", "cluster", "nodeAccess", "nodeNetwork", "target",
 )
 MODES = ("attach", "startup")
+TARGETS = ("sidecar", "waypoint", "gateway")
+# The first release whose gateway deployment controller applies a Gateway's spec.infrastructure.parametersRef
+# ConfigMap to the Deployment it generates (deploymentcontroller.go, applyOverlay): how the debug image, its
+# memory and the ptrace capability reach a waypoint's or gateway's Envoy.
+FIRST_CUSTOMIZABLE_GATEWAY = (1, 26)
 ENVOY_SOURCES = ("prebuilt", "build")
 PLACEMENTS = ("host", "cluster")
 CLUSTERS = ("existing", "kind")
@@ -531,6 +544,24 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
     )
     mode = r.checked("mode", r.required("mode", "set attach or startup"), lambda v: v in MODES,
                      "expected attach (debug a running Envoy) or startup (start Envoy by hand under lldb)")
+    target = r.checked(
+        "target", r.text("target") or "sidecar", lambda v: v in TARGETS,
+        "expected sidecar (the target's injected istio-proxy), waypoint (the ambient-mode waypoint istiod deploys "
+        "for the target's namespace) or gateway (an ingress gateway istiod deploys, routing to the target)",
+    )
+    if target in ("waypoint", "gateway") and istio_version is not None and \
+            _release(istio_version) < FIRST_CUSTOMIZABLE_GATEWAY:
+        first = ".".join(map(str, FIRST_CUSTOMIZABLE_GATEWAY))
+        r.problem("target", target,
+                  f"expected sidecar with istioVersion {istio_version}: the debug image, its memory and the ptrace "
+                  f"capability reach the Envoy istiod deploys for a Gateway only through the Gateway's "
+                  f"spec.infrastructure.parametersRef ConfigMap, which istiod applies from Istio {first}.0 on; "
+                  f"set istioVersion {first}.0 or later, or target sidecar")
+    if target in ("waypoint", "gateway") and workload is not None and len(workload) > longest_workload(target):
+        r.problem("workload", workload,
+                  f"expected at most {longest_workload(target)} characters with target {target}: istiod's Deployment "
+                  f"{deployment_name(workload, target)} names pods longer than a hostname's 63 characters, and "
+                  "lldb-server finds the pod by its hostname")
     envoy_source = r.checked(
         "envoySource", r.required("envoySource", "set prebuilt or build"), lambda v: v in ENVOY_SOURCES,
         "expected prebuilt (Istio's published debug build of Envoy, downloaded) or build (compiled in the builder)",
@@ -617,7 +648,7 @@ def parse_config(raw: Mapping[str, str | None], stack: str, project: str = PROJE
         lldb_server_port=lldb_server_port, lldb_server_listen_all=lldb_server_listen_all, app_uid=app_uid,
         placement=placement, workspace_storage_class=workspace_storage_class,
         workspace_volume_size=workspace_volume_size, code_server_password=code_server_password,
-        cluster=cluster, node_access=node_access, node_network=node_network,
+        cluster=cluster, node_access=node_access, node_network=node_network, target=target,
     )
 
 

@@ -45,10 +45,21 @@ from components.config import memory_bytes
 from components.debug_ports import DebuggerPorts
 from components.iptables import ISTIO_PROXY_UID, capture_override, excluded_inbound_ports_annotation
 from components.kind_cluster import kubectl_command
+from components.mesh_gateway import (
+    DATAPLANE_MODE_LABEL,
+    USE_WAYPOINT_LABEL,
+    WAYPOINT,
+    GatewayTarget,
+    MeshGateway,
+    MeshGatewayArgs,
+    gateway_name,
+    namespace_labels,
+)
 from components.options import child_options
 from components.scripts import script
 
 MODES = ("attach", "startup")
+SIDECAR = "sidecar"
 DEFAULT_PROXY_MEMORY = "512Mi"
 DEFAULT_PROXY_MEMORY_LIMIT = "4Gi"
 # Pulling the debug image (Envoy with debug info, plus lldb: about 2 GB) and starting it can be slow.
@@ -123,21 +134,27 @@ def port_forward_command(namespace: str, pod: str, kubeconfig_file: str | None =
     return kubectl_command(kubeconfig_file, "-n", namespace, "port-forward", f"pod/{pod}", f"{port}:{port}")
 
 
-def namespace_manifest(namespace: str) -> dict:
+def namespace_manifest(namespace: str, target: str = SIDECAR, workload: str = "") -> dict:
     """The namespace labelled for injection, as Istio's guides do (`kubectl label namespace … istio-injection=enabled`);
-    the pod asks for it itself too (sidecar.istio.io/inject), so an existing namespace need not be labelled."""
-    return {"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": namespace, "labels": {"istio-injection": "enabled"}}}
+    the pod asks for it itself too (sidecar.istio.io/inject), so an existing namespace need not be labelled.
+    With a waypoint: ambient, its services through the waypoint (the app's pod and Service say so themselves too,
+    so an existing namespace is not changed for everyone in it)."""
+    labels = {"istio-injection": "enabled"} if target == SIDECAR else namespace_labels(target, workload)
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels}}
 
 
-def service_manifest(w: Workload) -> dict:
-    """The headless Service the StatefulSet's serviceName names; its port names tell Istio the protocol."""
+def service_manifest(w: Workload, target: str = SIDECAR) -> dict:
+    """The headless Service the StatefulSet's serviceName names; its port names tell Istio the protocol. A waypoint
+    or a gateway routes to a Service's address: then it has one, and a waypoint's names the waypoint."""
+    labels = dict(w.selector)
+    if target == WAYPOINT:
+        labels[USE_WAYPOINT_LABEL] = gateway_name(w.name, target)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": w.name, "namespace": w.namespace, "labels": dict(w.selector)},
+        "metadata": {"name": w.name, "namespace": w.namespace, "labels": labels},
         "spec": {
-            "clusterIP": "None",
+            **({"clusterIP": "None"} if target == SIDECAR else {}),
             "selector": dict(w.selector),
             "ports": [{"name": p["name"], "port": p["port"], "targetPort": p["port"], "protocol": "TCP"}
                       for p in APP_PORTS],
@@ -250,9 +267,20 @@ def startup_statefulset(w: Workload) -> dict:
     return _statefulset(w, metadata, spec)
 
 
-def statefulset_manifest(w: Workload, mode: str) -> dict:
+def plain_statefulset(w: Workload, target: str) -> dict:
+    """The app without a sidecar, when the Envoy under debug is a waypoint's or a gateway's: with a waypoint an
+    ambient pod, so ztunnel carries its traffic (and sends what is addressed to its Service through the waypoint)."""
+    labels = {"app.kubernetes.io/name": w.name, **w.selector, "sidecar.istio.io/inject": "false"}
+    if target == WAYPOINT:
+        labels[DATAPLANE_MODE_LABEL] = "ambient"
+    return _statefulset(w, {"labels": labels}, _pod_spec(w, [_app_container()]))
+
+
+def statefulset_manifest(w: Workload, mode: str, target: str = SIDECAR) -> dict:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if target != SIDECAR:
+        return plain_statefulset(w, target)
     return attach_statefulset(w) if mode == "attach" else startup_statefulset(w)
 
 
@@ -264,28 +292,34 @@ class TargetArgs:
     create_namespace: bool
     # The lab's kubeconfig, for the commands the stack prints; None: the current context.
     kubeconfig_file: str | None = None
+    # Whose Envoy is debugged: the StatefulSet's sidecar, or a waypoint's or gateway's (components/mesh_gateway.py).
+    target: str = SIDECAR
 
 
 class Target(pulumi.ComponentResource):
-    """The namespace (unless it exists), the headless Service and the StatefulSet of the chosen mode."""
+    """The namespace (unless it exists), the headless Service and the StatefulSet of the chosen mode; with a
+    waypoint or gateway target, the app without a sidecar and the MeshGateway whose pod is debugged."""
 
     pod_name: pulumi.Output[str]
     start_command: pulumi.Output[str | None]
-    port_forward_command: pulumi.Output[str]
+    port_forward_command: pulumi.Output[str | None]
+    # waypoint or gateway: a request through the Envoy under debug; None with a sidecar.
+    request_command: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: TargetArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:target:Target", name, None, opts)
         workload = args.workload
         try:
-            statefulset = statefulset_manifest(workload, args.mode)
+            statefulset = statefulset_manifest(workload, args.mode, args.target)
         except ValueError as error:
             raise pulumi.RunError(f"target: {error}") from None
-        service = service_manifest(workload)
+        service = service_manifest(workload, args.target)
 
         namespace: pulumi.Input[str] = workload.namespace
         if args.create_namespace:
             created = k8s.core.v1.Namespace(
-                f"{name}-namespace", metadata=namespace_manifest(workload.namespace)["metadata"],
+                f"{name}-namespace",
+                metadata=namespace_manifest(workload.namespace, args.target, workload.name)["metadata"],
                 opts=child_options(self, opts),
             )
             namespace = created.metadata.apply(lambda m: m.name)  # orders the rest after it
@@ -305,12 +339,30 @@ class Target(pulumi.ComponentResource):
             ),
         )
         self.pod_name = created_set.metadata.apply(lambda m: pod_name(m.name))
+        self.request_command = None
+        if args.target != SIDECAR:
+            gateway = MeshGateway(f"{name}-{args.target}", MeshGatewayArgs(
+                gateway=GatewayTarget(
+                    target=args.target, namespace=workload.namespace, workload=workload.name,
+                    service_port=APP_PORTS[0]["port"], proxy_image=workload.proxy_image,
+                    proxy_memory=workload.proxy_memory, proxy_memory_limit=workload.proxy_memory_limit,
+                    target_node_name=workload.target_node_name,
+                    app_container=APP_CONTAINER, app_client=(APP_COMMAND[0], "curl"),
+                ),
+                mode=args.mode, start_file=START_FILE, app_pod=self.pod_name, kubeconfig_file=args.kubeconfig_file,
+            ), opts=pulumi.ResourceOptions.merge(child_options(self, opts),
+                                                 pulumi.ResourceOptions(depends_on=[created_set])))
+            self.pod_name = gateway.pod_name
+            self.request_command = gateway.request_command
         if args.mode == "startup":
             self.start_command = pulumi.Output.all(namespace, self.pod_name).apply(
                 lambda v: start_command(*v, args.kubeconfig_file))
         else:
             self.start_command = pulumi.Output.from_input(None)
-        self.port_forward_command = pulumi.Output.all(namespace, self.pod_name).apply(
-            lambda v: port_forward_command(*v, args.kubeconfig_file))
+        if args.target == SIDECAR:
+            self.port_forward_command = pulumi.Output.all(namespace, self.pod_name).apply(
+                lambda v: port_forward_command(*v, args.kubeconfig_file))
+        else:
+            self.port_forward_command = gateway.port_forward_command
         self.register_outputs({"podName": self.pod_name, "startCommand": self.start_command,
                                "portForwardCommand": self.port_forward_command})

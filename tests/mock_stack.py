@@ -52,6 +52,8 @@ DEBUGGER_ADDRESS = "172.19.128.2"
 # What `kind get kubeconfig` prints, shortened: the admin key makes it a secret.
 FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nusers: [{name: kind, user: {client-key-data: ZmFrZQ==}}]\n"
 FAKE_SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n"
+# What a Deployment's ReplicaSet adds to its pods' names: the pod-template-hash and five random characters.
+FAKE_POD_SUFFIX = "-6d9c8f7b5d-x2kqp"
 
 
 class MissingConfig(Exception):
@@ -153,6 +155,12 @@ def _fake_outputs(typ: str, name: str, inputs: dict, facts: SourceFacts) -> dict
         return {"networkDatas": [{"networkName": network, "ipAddress": DEBUGGER_ADDRESS}]}
     if typ == "command:local:Command" and name == "lldb-server-node-address":
         return {"stdout": f"{KIND_NODE_ADDRESS}\n"}
+    if typ == "command:local:Command" and name.startswith("target-") and name.endswith("-pod"):
+        # istiod's Deployment for the Gateway the selector names: a waypoint's keeps its name, a gateway's gets
+        # its class (istio) as a suffix.
+        gateway = inputs["environment"]["SELECTOR"].split("=", 1)[1]
+        deployment = gateway if name == "target-waypoint-pod" else f"{gateway}-istio"
+        return {"stdout": f"{deployment}{FAKE_POD_SUFFIX}\n"}
     if typ == "command:local:Command" and name == "kind-cluster":
         return {"stdout": FAKE_KUBECONFIG}
     if typ == "command:local:Command" and name == "debugger-image":
