@@ -1,4 +1,4 @@
-"""istio-proxy-debug: remote source-level debugging of Envoy in an Istio sidecar, as one stack."""
+"""istio-proxy-debug: remote source-level debugging of Envoy in an Istio sidecar, waypoint or gateway, as one stack."""
 
 
 import pulumi
@@ -39,10 +39,12 @@ if config.cluster == "kind":
         node_network=config.node_network,
     ))
     cluster_options = pulumi.ResourceOptions(providers=[kind.provider])
-    istio = Istio("istio", IstioArgs(version=config.istio_version), opts=cluster_options)
+    istio = Istio("istio", IstioArgs(
+        version=config.istio_version, ambient=config.target == "waypoint", gateway_api=config.target != "sidecar",
+    ), opts=cluster_options)
     # The node scripts need the node; the target needs istiod's injector.
     nodes_ready = [kind]
-    injector_ready = [istio.istiod]
+    injector_ready = istio.ready
 else:
     kind = None
     cluster_options = pulumi.ResourceOptions()
