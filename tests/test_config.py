@@ -290,3 +290,34 @@ def test_the_cluster_placement_needs_lldb_server_to_take_any_peer():
                         lldbServerListenAll="false")
     assert found.startswith('istio-proxy-debug:lldbServerListenAll = "false": expected true with placement cluster')
     assert "pulumi config set lldbServerListenAll true" in found
+
+
+def test_the_target_is_the_sidecar_unless_set():
+    assert parse_config(raw_dev(), stack="dev").target == "sidecar"
+    for target in ("waypoint", "gateway"):
+        assert parse_config(raw_dev(target=target, istioVersion="1.26.0"), stack="dev").target == target
+
+
+def test_an_unknown_target_names_the_three():
+    [problem] = problems(target="ambient")
+    assert problem.startswith('istio-proxy-debug:target = "ambient": expected sidecar')
+    assert "waypoint" in problem and "gateway" in problem
+
+
+@pytest.mark.parametrize("target", ["waypoint", "gateway"])
+def test_a_gateway_target_before_the_release_that_customizes_gateways_names_that_release(target):
+    [problem] = problems(target=target, istioVersion="1.25.5")
+    assert f'istio-proxy-debug:target = "{target}": expected sidecar with istioVersion 1.25.5' in problem
+    assert "Istio 1.26.0 on" in problem and "set istioVersion 1.26.0 or later" in problem
+
+
+@pytest.mark.parametrize(("target", "deployment_suffix"), [("waypoint", "-waypoint"), ("gateway", "-gateway-istio")])
+def test_a_gateway_targets_pods_keep_their_whole_name_as_hostname(target, deployment_suffix):
+    """A Deployment's pod: <deployment>-<up to 10>-<5>, at most 63 characters for the hostname lldb-server
+    matches."""
+    longest = 63 - len("-0123456789-abcde") - len(deployment_suffix)
+    assert parse_config(raw_dev(target=target, istioVersion="1.30.3", workload="w" * longest), stack="dev")
+    [problem] = problems(target=target, istioVersion="1.30.3", workload="w" * (longest + 1))
+    assert problem.startswith(f'istio-proxy-debug:workload = "{"w" * (longest + 1)}": expected at most {longest}')
+    # The sidecar's StatefulSet pod keeps the longer names it always allowed.
+    assert parse_config(raw_dev(workload="w" * (longest + 1)), stack="dev").target == "sidecar"
