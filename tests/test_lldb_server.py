@@ -28,6 +28,8 @@ from tests.conftest import evaluate, require_tool, resource
 from tests.lldb_session import compile_debuggee, lldb_environment, source_line
 
 POD = "fortio-server-0"  # the walkthrough's pod: StatefulSet fortio-server, replica 0
+ZTUNNEL_POD = "ztunnel-7xk2p"  # ambient mode's node proxy, a DaemonSet pod on every node
+WAYPOINT = ("target=waypoint", "istioVersion=1.30.3")
 NODE = ["nodes=[\"127.0.0.1\"]", "targetNodeAddress=127.0.0.1", "registryHost=127.0.0.1"]
 # A second address of the node's netns, standing for a debugger that is not loopback.
 DEBUGGER_ELSEWHERE = "10.213.0.9"
@@ -61,7 +63,10 @@ def binaries(tmp_path_factory) -> dict[str, Path]:
     # The pod sandbox's process: anything that only waits, under the name ps shows for containerd's.
     pause = work / "pause"
     shutil.copy2(shutil.which("sleep"), pause)
-    return {"elf": elf, "envoy": stripped, "image_bin": image_bin, "pause": pause}
+    # ztunnel's process, likewise.
+    ztunnel = work / "ztunnel"
+    shutil.copy2(shutil.which("sleep"), ztunnel)
+    return {"elf": elf, "envoy": stripped, "image_bin": image_bin, "pause": pause, "ztunnel": ztunnel}
 
 
 @pytest.fixture
@@ -123,22 +128,30 @@ def children(pid: int, name: str) -> list[int]:
     return [int(p) for p in done.stdout.split()]
 
 
+# A container: its name, whether its root has the debug image's lldb-server, and its processes in start order.
+Container = tuple[str, bool, tuple[str, ...]]
+PROXY: Container = ("istio-proxy", True, ("envoy",))
+# The app image's own root: no lldb-server in it, whatever the node has at that path; `sleep infinity` and a decoy.
+APP: Container = ("main-app", False, ("sleep", "envoy"))
+# A decoy beside ztunnel, with an lldb-server in its root: only the hostname tells it from the target's.
+ZTUNNEL: Container = ("ztunnel", True, ("ztunnel", "envoy"))
+
+
 @contextlib.contextmanager
-def sandboxed_pod(hostname: str, binaries: dict, *, native_sidecar: bool) -> Iterator[dict[str, dict[str, int]]]:
+def sandboxed_pod(hostname: str, binaries: dict, containers: list[Container]) -> Iterator[dict[str, dict[str, int]]]:
     """The pod as containerd runs it without shareProcessNamespace: a sandbox whose pause process holds the
-    pod's UTS namespace (hostname = pod name), and containers that join it but each have their own PID and
-    mount namespaces. Only istio-proxy's has the debug image's lldb-server; main-app runs `sleep infinity`
-    and a decoy `envoy`, so the pod has two envoys with its hostname. A native sidecar (an init container
-    with restartPolicy: Always) starts before the app container, a regular one after it. Yields each
+    pod's UTS namespace (hostname = pod name), and containers, started in the order given, that join it but
+    each have their own PID and mount namespaces. A sidecar pod is [APP, PROXY]: only istio-proxy's has the
+    debug image's lldb-server, and the pod has two envoys with its hostname; a native sidecar (an init
+    container with restartPolicy: Always) starts before the app container: [PROXY, APP]. Yields each
     container's node pids by process name."""
     image = os.path.dirname(IMAGE_LLDB_SERVER)
-    proxy = (f"mount -t tmpfs tmpfs /opt && mkdir -p {image} && cp -a {binaries['image_bin']}/. {image}/ && "
-             f"{{ {binaries['envoy']} & }} && wait")
-    # The app image's own root: no lldb-server in it, whatever the node has at that path.
-    app = f"mount -t tmpfs tmpfs /opt && {{ sleep infinity & }} && {{ {binaries['envoy']} & }} && wait"
-    containers = [("istio-proxy", proxy, ["envoy"]), ("main-app", app, ["sleep", "envoy"])]
-    if not native_sidecar:
-        containers.reverse()
+
+    def script(lldb_server: bool, processes: tuple[str, ...]) -> str:
+        copy = f" && mkdir -p {image} && cp -a {binaries['image_bin']}/. {image}/" if lldb_server else ""
+        run = [str(binaries["envoy"]) if p == "envoy" else f"{binaries.get(p, p)} infinity" for p in processes]
+        return f"mount -t tmpfs tmpfs /opt{copy} && " + "".join(f"{{ {r} & }} && " for r in run) + "wait"
+
     started: list[subprocess.Popen] = []
     found: dict[str, dict[str, int]] = {}
 
@@ -158,10 +171,10 @@ def sandboxed_pod(hostname: str, binaries: dict, *, native_sidecar: bool) -> Ite
     try:
         start("sandbox", ["unshare", "--uts", "--pid", "--mount", "--mount-proc", "--kill-child", "--", "bash", "-c",
                           f"hostname {hostname} && {{ {binaries['pause']} infinity & }} && wait"], ["pause"])
-        for name, script, processes in containers:
+        for name, lldb_server, processes in containers:
             start(name, ["nsenter", "-t", str(found["sandbox"]["pause"]), "-u", "--",
-                         "unshare", "--pid", "--mount", "--mount-proc", "--kill-child", "--", "bash", "-c", script],
-                  processes)
+                         "unshare", "--pid", "--mount", "--mount-proc", "--kill-child", "--", "bash", "-c",
+                         script(lldb_server, processes)], list(processes))
         yield found
     finally:
         # Killing a PID namespace's init kills the rest of the namespace before the init itself exits; unshare
@@ -178,6 +191,14 @@ def sandboxed_pod(hostname: str, binaries: dict, *, native_sidecar: bool) -> Ite
             except subprocess.TimeoutExpired:
                 unshared.kill()
                 unshared.wait()
+
+
+@contextlib.contextmanager
+def ambient_node(binaries: dict) -> Iterator[dict[str, dict[str, dict[str, int]]]]:
+    """The rest of an ambient node with a waypoint target: the app's pod without a sidecar (its own process and
+    a decoy envoy, no lldb-server), and ztunnel's pod (`ztunnel`, and a decoy envoy with an lldb-server)."""
+    with sandboxed_pod(POD, binaries, [APP]) as app, sandboxed_pod(ZTUNNEL_POD, binaries, [ZTUNNEL]) as ztunnel:
+        yield {"app": app, "ztunnel": ztunnel}
 
 
 def namespace(pid: int, kind: str) -> str:
@@ -273,7 +294,7 @@ def test_create_picks_the_proxys_envoy_among_the_pods_containers_and_lldb_attach
     container's envoy has the pod's hostname too, and only istio-proxy's PID namespace has the real one."""
     inputs, outputs = rendered()
     firewall(node, outputs["debuggerPorts"])
-    with sandboxed_pod(POD, binaries, native_sidecar=native_sidecar) as containers:
+    with sandboxed_pod(POD, binaries, [PROXY, APP] if native_sidecar else [APP, PROXY]) as containers:
         envoy, decoy = containers["istio-proxy"]["envoy"], containers["main-app"]["envoy"]
         assert namespace(envoy, "uts") == namespace(decoy, "uts") == namespace(containers["sandbox"]["pause"], "uts")
         assert namespace(envoy, "pid") != namespace(decoy, "pid") and namespace(envoy, "mnt") != namespace(decoy, "mnt")
@@ -289,6 +310,48 @@ def test_create_picks_the_proxys_envoy_among_the_pods_containers_and_lldb_attach
     assert server_groups(outputs["debuggerPorts"][0]) == set()
     assert not [pid for c in containers.values() for pid in c.values() if Path(f"/proc/{pid}").exists()], (
         "the pod's processes are all gone, none left as a zombie")
+
+
+def test_waypoint_target_names_the_waypoints_pod_not_the_ambient_apps():
+    evaluation = evaluate("dev", *NODE, *WAYPOINT)
+    inputs, outputs = resource(evaluation, "lldb-server-platform")["inputs"], evaluation["outputs"]
+    (gateway,), (app,) = ([r["inputs"] for r in evaluation["resources"] if r["custom"] and r["inputs"].get("kind") == k]
+                          for k in ("Gateway", "StatefulSet"))
+    lines = inputs["stdin"].splitlines()
+    assert [line for line in lines if line.startswith("POD_NAME=")] == [f"POD_NAME='{outputs['podName']}'"]
+    assert "PROCESS_NAME='envoy'" in lines
+    # A pod of the Deployment istiod renders for the waypoint's Gateway (named as the Gateway), not the app's.
+    assert gateway["spec"]["gatewayClassName"] == "istio-waypoint"
+    assert outputs["podName"].startswith(f"{gateway['metadata']['name']}-"), outputs["podName"]
+    assert outputs["podName"] != f"{app['metadata']['name']}-0" == POD
+    labels = app["spec"]["template"]["metadata"]["labels"]
+    assert labels["sidecar.istio.io/inject"] == "false" and labels["istio.io/dataplane-mode"] == "ambient"
+
+
+def test_waypoint_create_picks_the_waypoints_envoy_not_the_apps_or_ztunnels_and_lldb_attaches(node, binaries):
+    """Ambient: the app pod has no sidecar and ztunnel runs on the node; the Envoy under debug is in the waypoint's
+    own pod. The app's decoy envoy has no lldb-server, ztunnel's has one: only the hostname tells it apart."""
+    inputs, outputs = rendered(*WAYPOINT)
+    firewall(node, outputs["debuggerPorts"])
+    with sandboxed_pod(outputs["podName"], binaries, [PROXY]) as waypoint, ambient_node(binaries) as others:
+        envoy = waypoint["istio-proxy"]["envoy"]
+        app, ztunnel = others["app"]["main-app"]["envoy"], others["ztunnel"]["ztunnel"]["envoy"]
+        assert {envoy, app, ztunnel} <= set(pids("envoy")), "every one a candidate by name"
+        assert in_uts(others["ztunnel"]["ztunnel"]["ztunnel"], ZTUNNEL_POD)
+        assert [Path(f"/proc/{pid}/root{IMAGE_LLDB_SERVER}").exists() for pid in (envoy, app, ztunnel)] == [
+            True, False, True]
+        done = create(node, inputs)
+        assert done.returncode == 0, done.stderr
+        assert f"in the namespaces of {outputs['podName']}'s envoy (node pid {envoy})" in done.stderr, done.stderr
+        nspid = int(done.stdout.strip())
+        assert nspid == ns_pid(envoy) != envoy, "the pid as the waypoint's istio-proxy sees it"
+        text = attach_and_backtrace(node, outputs, binaries, nspid)
+        assert f"Process {nspid} stopped" in text, text
+        assert f"demo::wait_for_debugger() at prog.cc:{source_line('parked here')}" in text, text
+        assert f"demo::handle_request(n=1) at prog.cc:{source_line('called here')}" in text, text
+        assert delete(node, inputs).returncode == 0
+    assert server_groups(outputs["debuggerPorts"][0]) == set()
+    assert not (node["run"] / "istio-proxy-debug").exists(), "delete leaves no pidfile, log or folder"
 
 
 def test_the_firewall_really_closes_other_ports(node):
@@ -409,16 +472,21 @@ def test_a_pod_without_the_debug_images_lldb_server_is_named(node, binaries):
 # --- startup mode ------------------------------------------------------------------------------------------
 
 
-def test_startup_mode_waits_for_envoy_by_name_and_catches_its_start(node, binaries):
-    inputs, outputs = rendered("mode=startup")
+@pytest.mark.parametrize("target", [(), WAYPOINT], ids=["sidecar", "waypoint"])
+def test_startup_mode_waits_for_envoy_by_name_and_catches_its_start(node, binaries, target):
+    """The waiting istio-proxy, the sidecar's or the waypoint's; beside a waypoint, the ambient app's pod runs a
+    `sleep` too, with another hostname."""
+    inputs, outputs = rendered("mode=startup", *target)
     firewall(node, outputs["debuggerPorts"])
     launch = json.loads(outputs["launchJson"])
     codelldb = next(c for c in launch["configurations"] if c["type"] == "lldb")
     assert "pid" not in codelldb
-    with pod(POD, binaries, process="sleep"):
+    others = ambient_node(binaries) if target else contextlib.nullcontext()
+    with pod(outputs["podName"], binaries, process="sleep"), others:
         done = create(node, inputs)
         assert done.returncode == 0, done.stderr
-        waiting = next(pid for pid in pids("sleep") if in_uts(pid, POD))
+        waiting = next(pid for pid in pids("sleep") if in_uts(pid, outputs["podName"]))
+        assert f"(node pid {waiting})" in done.stderr, done.stderr
         args = " ".join(f"-o {shlex.quote(c)}" for c in [
             *codelldb["initCommands"], f"target create {binaries['elf']}", *codelldb["processCreateCommands"],
             "process status", "detach",
@@ -431,6 +499,7 @@ def test_startup_mode_waits_for_envoy_by_name_and_catches_its_start(node, binari
         started = subprocess.Popen(["nsenter", "-t", str(waiting), "-u", "-p", "-m", "--", str(binaries["envoy"])])
         try:
             transcript, _ = client.communicate(timeout=60)
+            caught = ns_pid(children(started.pid, "envoy")[0])
         finally:
             started.kill()
             started.wait()
@@ -438,3 +507,4 @@ def test_startup_mode_waits_for_envoy_by_name_and_catches_its_start(node, binari
     assert "error:" not in transcript, transcript
     assert "process attach --name envoy --waitfor" in transcript
     assert "stopped" in transcript and "envoy" in transcript.split("process status", 1)[1], transcript
+    assert f"Process {caught} stopped" in transcript, "the envoy started in the waiting container"
