@@ -9,11 +9,17 @@
 2. `privileged-only-where-needed`: of the Docker containers only the builder (S2: bazel's sandbox, docker)
    and the debugger (S9: ptrace) are privileged; of the Kubernetes workloads only the cluster placement's
    builder (its `builder` container, for bazel's sandbox); the target never is (startup mode adds
-   SYS_PTRACE instead, components/target.py), nor is code-server (it ptraces nothing).
+   SYS_PTRACE instead, components/target.py), nor is code-server (it ptraces nothing), nor is a container a
+   Gateway's `deployment` overlay gives istiod's Deployment (target waypoint or gateway).
 3. `debug-image-by-digest`: the pod runs exactly the debug image that was pushed: the
    `sidecar.istio.io/proxyImage` annotation names it `…@sha256:<digest>`, and an istio-proxy or istio-init
    the pod declares itself (startup mode's overrides) names it too, or `auto` (the injector's, from that
-   annotation) when the pod is injected.
+   annotation) when the pod is injected. With target waypoint or gateway no pod is injected: the Envoy is
+   the one istiod deploys for a Gateway, and the debug image reaches it through the Gateway's parametersRef
+   ConfigMap, whose `deployment` key istiod applies to its Deployment as a strategic merge patch
+   (components/mesh_gateway.py); an istio-proxy (or istio-init) that overlay gives names the image by digest.
+   The policy reads the ConfigMap's own text, as YAML (a key given twice is refused: which one istiod reads
+   is not the policy's guess); an overlay it cannot read is a violation.
 
 Only pure functions and the policy objects live here; policy/__main__.py builds the pack, which starts
 a gRPC server, so tests import this module alone. Resource properties arrive as the engine sends them:
@@ -31,6 +37,7 @@ import socket
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import yaml
 from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
 PACK_NAME = "istio-proxy-debug-safety"
@@ -386,6 +393,67 @@ def pod_containers(pod_spec: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[s
             yield field, _mapping(container)
 
 
+# --- a Gateway's `deployment` overlay (target waypoint or gateway) --------------------------------------------
+
+# istiod renders the Envoy of a Gateway as a Deployment, then applies the `deployment` key of the ConfigMap the
+# Gateway's spec.infrastructure.parametersRef names, as a strategic merge patch (components/mesh_gateway.py).
+# Any ConfigMap with that key is read as such an overlay: a resource policy sees one resource at a time, not
+# which Gateway names it.
+OVERLAY_KEY = "deployment"
+
+
+class OverlayError(ValueError):
+    """A ConfigMap's `deployment` overlay that the policy cannot read as istiod would."""
+
+
+class _OverlayLoader(yaml.SafeLoader):
+    """yaml.safe_load's reading, except that a mapping giving a key twice is an error (a `<<` merge may still
+    be overridden): which of the two istiod would apply is not the policy's guess to make."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: list[Any] = []
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                            f"found key {key!r} twice", key_node.start_mark)
+                seen.append(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_error(error: yaml.YAMLError) -> str:
+    """A YAML error on one line: what, and where in the text."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem:
+        mark = error.problem_mark
+        what = f"{error.context}, {error.problem}" if error.context else error.problem
+        return what + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark else "")
+    return " ".join(str(error).split())
+
+
+def overlay_pod(resource_type: str, props: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
+    """The pod template's (metadata, spec) a ConfigMap's `deployment` overlay patches into istiod's Deployment;
+    None for a resource that carries no such overlay. OverlayError when the overlay cannot be read. An unknown
+    `data` or `deployment` (a preview) raises UnknownValueError; an unknown value under another key is not
+    read."""
+    if kubernetes_kind(resource_type) != "ConfigMap":
+        return None
+    data = _mapping(props.get("data"))
+    if OVERLAY_KEY not in data:
+        return None
+    text = data[OVERLAY_KEY]
+    if not isinstance(text, str):
+        raise OverlayError(f"data.{OVERLAY_KEY} is {type(text).__name__}, not YAML text")
+    try:
+        overlay = yaml.load(text, Loader=_OverlayLoader)  # noqa: S506 - a SafeLoader
+    except yaml.YAMLError as error:
+        raise OverlayError(f"data.{OVERLAY_KEY} is not YAML the policy can read ({_yaml_error(error)})") from None
+    template = _mapping(_mapping(_mapping(overlay).get("spec")).get("template"))
+    return _mapping(template.get("metadata")), _mapping(template.get("spec"))
+
+
 def kubernetes_privilege_problems(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     pod = pod_template(resource_type, props)
     if pod is None:
@@ -402,11 +470,27 @@ def kubernetes_privilege_problems(resource_type: str, props: Mapping[str, Any]) 
     return problems
 
 
+def overlay_privilege_problems(resource_type: str, props: Mapping[str, Any]) -> list[str]:
+    """A container a Gateway's `deployment` overlay makes privileged (the Envoy istiod deploys)."""
+    try:
+        pod = overlay_pod(resource_type, props)
+    except OverlayError:
+        return []  # debug-image-by-digest reports an overlay nobody can read
+    if pod is None:
+        return []
+    return [f"the {OVERLAY_KEY} overlay makes {field} {container.get('name')!r} of istiod's Deployment privileged; "
+            "the Envoy it deploys for the Gateway needs only the capabilities the overlay adds (SYS_PTRACE, SETUID, "
+            "SETGID)"
+            for field, container in pod_containers(pod[1])
+            if is_true(_mapping(container.get("securityContext")).get("privileged"))]
+
+
 def _validate_privileged(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type == DOCKER_CONTAINER:
         problems = docker_privilege_problems(args.props)
     else:
-        problems = kubernetes_privilege_problems(args.resource_type, args.props)
+        problems = (kubernetes_privilege_problems(args.resource_type, args.props)
+                    + overlay_privilege_problems(args.resource_type, args.props))
     for problem in problems:
         report_violation(f"{args.name}: {problem}.", None)
 
@@ -459,10 +543,40 @@ def digest_problems(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def overlay_digest_problems(resource_type: str, props: Mapping[str, Any]) -> list[str]:
+    """Why a Gateway's `deployment` overlay would not run the debug image by digest: each whole sentence."""
+    try:
+        pod = overlay_pod(resource_type, props)
+    except OverlayError as error:
+        return [f"{error}: istiod cannot apply it to the Deployment it renders for the Gateway, and the policy "
+                "cannot tell which image that Envoy runs"]
+    if pod is None:
+        return []
+    problems = []
+    for field, container in pod_containers(pod[1]):
+        name = container.get("name")
+        if name not in SIDECAR_CONTAINERS:
+            continue
+        image = container.get("image")
+        if image is None:
+            problems.append(f"the {OVERLAY_KEY} overlay gives {field} {name!r} no image, so istiod's Deployment "
+                            "runs its template's (the release's proxyv2, by tag), not the debug image by digest "
+                            "(<registry>/<repository>@sha256:<64 hex>)")
+        elif not is_by_digest(image):
+            why = ("no injector replaces 'auto' in a Deployment istiod renders" if image == INJECTED_IMAGE else
+                   "by tag, the pod runs whatever the tag names when it starts, not the image this stack built "
+                   "and pushed")
+            problems.append(f"the {OVERLAY_KEY} overlay gives {field} {name!r} image {image!r}, not the debug "
+                            f"image by digest (<registry>/<repository>@sha256:<64 hex>); {why}")
+    return problems
+
+
 def _validate_digest(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     for problem in digest_problems(args.resource_type, args.props):
         report_violation(f"{args.name}: {problem}; by tag, the pod runs whatever the tag names when it starts, "
                          "not the image this stack built and pushed.", None)
+    for problem in overlay_digest_problems(args.resource_type, args.props):
+        report_violation(f"{args.name}: {problem}.", None)
 
 
 # --- the policies --------------------------------------------------------------------------------------------
@@ -476,14 +590,16 @@ LLDB_SERVER_POLICY = ResourceValidationPolicy(
 )
 PRIVILEGED_POLICY = ResourceValidationPolicy(
     name="privileged-only-where-needed",
-    description="Only the builder and debugger Docker containers are privileged; no Kubernetes container is.",
+    description="Only the builder and debugger Docker containers are privileged; no Kubernetes container is (nor "
+                "one a Gateway's deployment overlay gives).",
     enforcement_level=EnforcementLevel.MANDATORY,
     validate=_validate_privileged,
 )
 DIGEST_POLICY = ResourceValidationPolicy(
     name="debug-image-by-digest",
     description="The target pod names the debug image by digest: the proxyImage annotation, and istio-proxy and "
-                "istio-init when the pod declares them (or auto, when it is injected).",
+                "istio-init when the pod declares them (or auto, when it is injected); a Gateway's deployment "
+                "overlay ConfigMap gives istio-proxy the debug image by digest.",
     enforcement_level=EnforcementLevel.MANDATORY,
     validate=_validate_digest,
 )

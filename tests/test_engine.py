@@ -5,12 +5,14 @@ of the project as a user's clone has it, with stacks made as the README says (`m
 What needs the `command` and `docker` provider plugins (a whole preview or up of the stack) cannot run here:
 the Go module proxy serves neither (README, "The toolchain the tests run on"). The configuration is checked
 before any resource is registered, so a bad one meets the real engine without them; and the policy pack
-(`pulumi preview --policy-pack`) judges the stack's own target StatefulSet, run in a program of its own with
-the kubernetes plugin against the tests' API server."""
+(`pulumi preview --policy-pack`) judges the stack's own target StatefulSet, and a waypoint stack's overlay
+ConfigMap (the debug image of the Envoy istiod deploys), each run in a program of its own with the kubernetes
+plugin against the tests' API server."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -72,9 +74,20 @@ def target_statefulset(api_server, tmp_path) -> tuple[Pulumi, dict]:
     return pulumi, statefulset
 
 
-def preview_with_policies(pulumi: Pulumi, statefulset: dict, folder: Path) -> subprocess.CompletedProcess:
-    manifest = folder / "statefulset.json"
-    manifest.write_text(json.dumps(statefulset))
+@pytest.fixture
+def waypoint_parameters(api_server, tmp_path) -> tuple[Pulumi, dict]:
+    """The waypoint stack's overlay ConfigMap (its `deployment` key gives istio-proxy the debug image), as it
+    renders, in a program of its own on the real engine and the tests' API server."""
+    (parameters,) = [o for o in kubernetes_objects(evaluate("dev", "target=waypoint", "istioVersion=1.30.3"))
+                     if o["kind"] == "ConfigMap"]
+    create_namespaces(api_server, [parameters])
+    pulumi = program_project("configmap", toolchain_bin(), tmp_path, KUBECONFIG=str(api_server.kubeconfig))
+    return pulumi, parameters
+
+
+def preview_with_policies(pulumi: Pulumi, obj: dict, folder: Path) -> subprocess.CompletedProcess:
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps(obj))
     pulumi("config", "set", "manifest", str(manifest))
     return pulumi("preview", "--policy-pack", str(policy_pack(folder)), check=False)
 
@@ -95,3 +108,21 @@ def test_the_policy_pack_refuses_a_proxy_image_by_tag_on_the_engine(target_state
     output = done.stdout + done.stderr
     assert "debug-image-by-digest" in output, output[-3000:]
     assert "does not name the debug image by digest" in output
+
+
+def test_the_policy_pack_passes_a_waypoints_overlay_and_refuses_one_by_tag_on_the_engine(waypoint_parameters,
+                                                                                          tmp_path):
+    pulumi, parameters = waypoint_parameters
+    done = preview_with_policies(pulumi, parameters, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "istio-proxy-debug-safety@v0.1.0" in done.stdout and "mandatory" not in done.stdout, done.stdout
+    overlay = parameters["data"]["deployment"]
+    by_digest = re.compile(r"^( *image: \S+)@sha256:[0-9a-f]{64}$", re.MULTILINE)
+    assert len(by_digest.findall(overlay)) == 1
+    parameters["data"]["deployment"] = by_digest.sub(r"\1:debug", overlay)
+    (tmp_path / "by-tag").mkdir()
+    done = preview_with_policies(pulumi, parameters, tmp_path / "by-tag")
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "debug-image-by-digest" in output, output[-3000:]
+    assert "not the debug image by digest" in output and ":debug'" in output, output[-3000:]

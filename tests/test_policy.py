@@ -39,7 +39,9 @@ LLDB, PRIVILEGED, DIGEST = policies.LLDB_SERVER_POLICY, policies.PRIVILEGED_POLI
 DIGEST_REF = "192.168.122.1:5000/proxyv2@sha256:" + "d" * 64
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 SECRET_VALUE_SIG = "1b47061264138c4ac30d75fd1eb44270"
-# The program's own evaluations: attach (dev as committed), startup, and lldb-server on every address.
+# The program's own evaluations: attach (dev as committed), startup, and lldb-server on every address; the
+# Envoy of a waypoint or an ingress gateway as the target (Istio 1.26 on: the Gateway's parametersRef overlay).
+GATEWAY_TARGET = ("istioVersion=1.30.3",)
 PROGRAM_VARIANTS = {
     "attach": (),
     "startup": ("mode=startup",),
@@ -47,7 +49,15 @@ PROGRAM_VARIANTS = {
     "cluster": CLUSTER_PLACEMENT,
     "prebuilt": ("envoySource=prebuilt",),
     "cluster, prebuilt": (*CLUSTER_PLACEMENT, "envoySource=prebuilt"),
+    "waypoint": ("target=waypoint", *GATEWAY_TARGET),
+    "waypoint, startup": ("target=waypoint", *GATEWAY_TARGET, "mode=startup"),
+    "gateway": ("target=gateway", *GATEWAY_TARGET),
+    "gateway, startup": ("target=gateway", *GATEWAY_TARGET, "mode=startup"),
+    "cluster, waypoint": (*CLUSTER_PLACEMENT, "target=waypoint", *GATEWAY_TARGET),
 }
+GATEWAY_VARIANTS = sorted(v for v in PROGRAM_VARIANTS if "waypoint" in v or "gateway" in v)
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+GATEWAY = "kubernetes:gateway.networking.k8s.io/v1:Gateway"
 
 
 def engine_props(inputs: dict) -> dict:
@@ -346,6 +356,224 @@ def test_workloads_without_istio_containers_are_not_the_digest_policys_business(
     assert violations(DIGEST, "docker:index/container:Container", {"image": "nginx:latest"}) == []
 
 
+# --- 3b. the debug image of a waypoint or gateway: the Gateway's deployment overlay -----------------------------
+
+
+def gateway_target(variant: str) -> str:
+    return "gateway" if "gateway" in variant else "waypoint"
+
+
+def parameters(variant: str) -> dict:
+    """The program's overlay ConfigMap (its inputs) for a waypoint or gateway variant."""
+    return copy.deepcopy(resource(program(variant), f"target-{gateway_target(variant)}-parameters")["inputs"])
+
+
+def overlay_of(props: dict) -> dict:
+    return yaml.safe_load(props["data"]["deployment"])
+
+
+def with_overlay(props: dict, change) -> dict:
+    """The ConfigMap with its deployment overlay read, changed in place by `change`, and written back."""
+    overlay = overlay_of(props)
+    change(overlay)
+    props["data"]["deployment"] = yaml.safe_dump(overlay, sort_keys=False)
+    return props
+
+
+def overlay_proxy(overlay: dict) -> dict:
+    (proxy,) = [c for c in overlay["spec"]["template"]["spec"]["containers"] if c["name"] == "istio-proxy"]
+    return proxy
+
+
+def config_map(data: dict | None) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "mark"},
+            **({"data": data} if data is not None else {})}
+
+
+OVERLAY_TAG = "192.168.122.1:5000/proxyv2:debug"
+
+
+@pytest.mark.parametrize("variant", GATEWAY_VARIANTS)
+def test_a_gateways_overlay_gives_istio_proxy_the_debug_image_by_digest(variant):
+    evaluation = program(variant)
+    props = parameters(variant)
+    # The Gateway istiod deploys the Envoy from names this ConfigMap, and the target pod has no sidecar to check.
+    (gateway,) = [r["inputs"] for r in custom(evaluation) if r["type"] == GATEWAY]
+    assert gateway["spec"]["infrastructure"]["parametersRef"] == {
+        "group": "", "kind": "ConfigMap", "name": props["metadata"]["name"]}
+    target = resource(evaluation, "target-statefulset")["inputs"]["spec"]["template"]
+    assert target["metadata"]["labels"]["sidecar.istio.io/inject"] == "false"
+    assert "sidecar.istio.io/proxyImage" not in target["metadata"].get("annotations", {})
+    port = "30500" if variant.startswith("cluster") else "5000"
+    proxy = overlay_proxy(overlay_of(props))
+    assert proxy["image"] == f"192.168.122.1:{port}/proxyv2@sha256:" + "d" * 64
+    assert proxy["securityContext"]["capabilities"]["add"] == ["SYS_PTRACE", "SETUID", "SETGID"]
+    assert "privileged" not in proxy["securityContext"]
+    assert failing(CONFIG_MAP, props) == set()
+
+
+@pytest.mark.parametrize("image", [
+    OVERLAY_TAG,
+    "docker.io/istio/proxyv2:1.30.3",
+    "192.168.122.1:5000/proxyv2@sha256:" + "d" * 63,
+    "192.168.122.1:5000/proxyv2@sha256:" + "D" * 64,
+    "192.168.122.1:5000/proxyv2",
+    "auto",                                                           # no injector fills it in for istiod
+    "",
+])
+def test_an_overlay_istio_proxy_not_by_digest_fails(image):
+    props = with_overlay(parameters("waypoint"), lambda o: overlay_proxy(o).update(image=image))
+    found = violations(DIGEST, CONFIG_MAP, props)
+    assert len(found) == 1 and "'istio-proxy'" in found[0] and repr(image) in found[0], found
+    assert failing(CONFIG_MAP, props) == {DIGEST.name}
+
+
+@pytest.mark.parametrize("change", ["removed", "null"])
+def test_an_overlay_istio_proxy_without_an_image_fails(change):
+    def drop(overlay: dict) -> None:
+        proxy = overlay_proxy(overlay)
+        if change == "removed":
+            del proxy["image"]
+        else:
+            proxy["image"] = None  # a strategic merge patch's null deletes the field
+
+    found = violations(DIGEST, CONFIG_MAP, with_overlay(parameters("gateway, startup"), drop))
+    assert len(found) == 1 and "'istio-proxy'" in found[0] and "no image" in found[0], found
+
+
+def test_an_overlay_istio_init_by_tag_fails_too():
+    def add_init(overlay: dict) -> None:
+        overlay["spec"]["template"]["spec"]["initContainers"] = [{"name": "istio-init", "image": OVERLAY_TAG}]
+
+    found = violations(DIGEST, CONFIG_MAP, with_overlay(parameters("waypoint"), add_init))
+    assert len(found) == 1 and "'istio-init'" in found[0], found
+
+
+def test_an_overlay_in_a_config_map_patch_is_read_too():
+    props = with_overlay(parameters("waypoint"), lambda o: overlay_proxy(o).update(image=OVERLAY_TAG))
+    assert violations(DIGEST, "kubernetes:core/v1:ConfigMapPatch", props)
+
+
+@pytest.mark.parametrize("privileged", [True, "true"])
+def test_an_overlay_that_makes_a_container_privileged_fails_the_privileged_policy(privileged):
+    proxy_privileged = with_overlay(
+        parameters("waypoint"), lambda o: overlay_proxy(o)["securityContext"].update(privileged=privileged))
+    found = violations(PRIVILEGED, CONFIG_MAP, proxy_privileged)
+    assert len(found) == 1 and "'istio-proxy'" in found[0] and "privileged" in found[0], found
+    assert failing(CONFIG_MAP, proxy_privileged) == {PRIVILEGED.name}
+
+    def privileged_helper(overlay: dict) -> None:
+        overlay["spec"]["template"]["spec"]["initContainers"] = [
+            {"name": "helper", "image": "docker.io/library/busybox", "securityContext": {"privileged": privileged}}]
+
+    found = violations(PRIVILEGED, CONFIG_MAP, with_overlay(parameters("gateway"), privileged_helper))
+    assert len(found) == 1 and "'helper'" in found[0], found
+    not_privileged = with_overlay(
+        parameters("waypoint"), lambda o: overlay_proxy(o)["securityContext"].update(privileged=False))
+    assert failing(CONFIG_MAP, not_privileged) == set()
+
+
+NOT_AN_ENVOY_OVERLAY = {
+    "no data": None,
+    "no deployment key": {"mesh": "defaultConfig:\n  image: {imageType: debug}\n"},
+    "a service overlay only": {"service": "spec:\n  type: NodePort\n"},
+    "a deployment overlay without istio-proxy": {
+        "deployment": "spec:\n  replicas: 2\n  template:\n    spec:\n      containers:\n"
+                      "      - name: main-app\n        image: docker.io/fortio/fortio:latest\n"},
+    "a deployment overlay without a pod template": {"deployment": "metadata:\n  labels: {team: mesh}\n"},
+    "a deployment that is not an overlay": {"deployment": "fortio-server"},
+    "an empty deployment": {"deployment": ""},
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_AN_ENVOY_OVERLAY))
+def test_config_maps_that_give_no_envoy_are_not_the_policies_business(case):
+    assert failing(CONFIG_MAP, config_map(NOT_AN_ENVOY_OVERLAY[case])) == set()
+
+
+def test_the_cluster_placements_own_config_map_is_not_the_policies_business():
+    workspace = resource(program("cluster, waypoint"), "debugger-workspace")
+    assert workspace["type"] == CONFIG_MAP and workspace["inputs"]["data"]
+    assert failing(CONFIG_MAP, workspace["inputs"]) == set()
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """The tests' own reading: safe_load that refuses a mapping key given twice."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(k, deep=True) for k, _ in node.value]
+        if len(keys) != len(set(keys)):
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key in {keys}", node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _duplicate_image(props: dict) -> None:
+    """istio-proxy given its image twice: the digest, then a tag."""
+    props["data"]["deployment"], count = re.subn(r"^( *)(image: \S+@sha256:[0-9a-f]{64})$",
+                                                 rf"\1\2\n\1image: {OVERLAY_TAG}", props["data"]["deployment"],
+                                                 flags=re.MULTILINE)
+    assert count == 1
+
+
+UNREADABLE_OVERLAYS = {
+    "an unclosed flow": lambda p: p["data"].update(deployment="spec: {template: {spec: {containers: ["),
+    "a tab as indentation": lambda p: p["data"].update(deployment=p["data"]["deployment"].replace("\n  ", "\n\t", 1)),
+    "two documents": lambda p: p["data"].update(deployment=p["data"]["deployment"] + "---\nspec: {}\n"),
+    "an image given twice": _duplicate_image,
+    "an object, not text": lambda p: p["data"].update(deployment=overlay_of(p)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE_OVERLAYS))
+def test_an_overlay_the_policy_cannot_read_fails_with_the_reason(case):
+    props = parameters("waypoint")
+    UNREADABLE_OVERLAYS[case](props)
+    found = violations(DIGEST, CONFIG_MAP, props)
+    assert len(found) == 1 and "data.deployment" in found[0], found
+    if case != "an object, not text":
+        with pytest.raises(yaml.YAMLError):  # the test's own reading agrees the text is not one clean document
+            yaml.load(props["data"]["deployment"], Loader=_StrictLoader)
+    assert failing(CONFIG_MAP, props) == {DIGEST.name}
+
+
+def test_the_duplicate_image_reading_is_not_a_guess():
+    """The duplicated text is no harmless repetition: a last-key-wins reading (PyYAML's) gives istio-proxy the
+    tag, so a policy that took either reading for granted could let a tag through."""
+    props = parameters("waypoint")
+    _duplicate_image(props)
+    assert overlay_proxy(yaml.safe_load(props["data"]["deployment"]))["image"] == OVERLAY_TAG
+
+
+def test_an_overlay_merge_key_may_be_overridden():
+    """A YAML merge (`<<`) and a key of its own are not a key given twice."""
+    text = (f"base: &proxy {{name: istio-proxy, image: {OVERLAY_TAG}}}\n"
+            f"spec:\n  template:\n    spec:\n      containers:\n      - <<: *proxy\n        image: {DIGEST_REF}\n")
+    assert failing(CONFIG_MAP, config_map({"deployment": text})) == set()
+    text_by_tag = text.replace(f"image: {DIGEST_REF}", "resources: {}")
+    assert violations(DIGEST, CONFIG_MAP, config_map({"deployment": text_by_tag}))
+
+
+def test_a_preview_leaves_an_overlay_it_cannot_know_to_the_engine():
+    """In a preview the overlay's text (the digest in it) is not known: a ConfigMap whose deployment (or whole
+    data) is unknown raises UnknownValueError; an unknown value under another key is not read."""
+    evaluation = evaluate("dev", *PROGRAM_VARIANTS["waypoint"], preview=True)
+    unknown = set()
+    for r in custom(evaluation):
+        for policy in policies.POLICIES:
+            try:
+                assert violations(policy, r["type"], r["inputs"], r["name"]) == [], (r["name"], policy.name)
+            except UnknownValueError:
+                unknown.add((r["name"], policy.name))
+    assert ("target-waypoint-parameters", DIGEST.name) in unknown
+    assert ("target-waypoint-parameters", PRIVILEGED.name) in unknown
+    with pytest.raises(UnknownValueError):
+        violations(DIGEST, CONFIG_MAP, config_map({"deployment": "<unknown>"}))
+    assert failing(CONFIG_MAP, config_map({"mesh": "<unknown>", "deployment": "spec: {}\n"})) == set()
+    workspace = resource(evaluate("dev", *CLUSTER_PLACEMENT, preview=True), "debugger-workspace")["inputs"]
+    assert "<unknown>" in workspace["data"].values()
+    assert failing(CONFIG_MAP, workspace) == set()
+
+
 # --- the whole program ---------------------------------------------------------------------------------------
 
 
@@ -355,6 +583,8 @@ def test_every_resource_of_the_program_passes_every_policy(variant):
     checked = {r["type"] for r in custom(evaluation)}
     workloads = "kubernetes:apps/v1:Deployment" if variant.startswith("cluster") else policies.DOCKER_CONTAINER
     assert {"command:remote:Command", workloads, "kubernetes:apps/v1:StatefulSet"} <= checked
+    if variant in GATEWAY_VARIANTS:
+        assert {CONFIG_MAP, GATEWAY} <= checked
     for r in custom(evaluation):
         for policy in policies.POLICIES:
             assert violations(policy, r["type"], r["inputs"], r["name"]) == [], (variant, r["name"], policy.name)
@@ -388,6 +618,17 @@ def _startup_proxy_by_tag(props: dict) -> None:
     proxy["image"] = "192.168.122.1:5000/proxyv2:dbg"
 
 
+def _overlay_proxy_by_tag(props: dict) -> None:
+    """The overlay's text as the program wrote it, its one image by digest turned into a tag."""
+    props["data"]["deployment"], count = re.subn(r"^( *image: \S+)@sha256:[0-9a-f]{64}$", r"\1:dbg",
+                                                 props["data"]["deployment"], flags=re.MULTILINE)
+    assert count == 1
+
+
+def _overlay_proxy_privileged(props: dict) -> None:
+    with_overlay(props, lambda o: overlay_proxy(o)["securityContext"].update(privileged=True))
+
+
 TAMPERINGS = {
     "lldb-server on 0.0.0.0 without the marker": (
         "attach", "lldb-server-platform", lambda p: with_assignment(p, "LISTEN_ADDRESS", "0.0.0.0"), LLDB),
@@ -401,6 +642,13 @@ TAMPERINGS = {
         PRIVILEGED),
     "proxyImage by tag": ("attach", "target-statefulset", _proxy_image_by_tag, DIGEST),
     "startup istio-proxy by tag": ("startup", "target-statefulset", _startup_proxy_by_tag, DIGEST),
+    "waypoint istio-proxy by tag": ("waypoint", "target-waypoint-parameters", _overlay_proxy_by_tag, DIGEST),
+    "startup gateway istio-proxy by tag": (
+        "gateway, startup", "target-gateway-parameters", _overlay_proxy_by_tag, DIGEST),
+    "a privileged waypoint istio-proxy": (
+        "waypoint", "target-waypoint-parameters", _overlay_proxy_privileged, PRIVILEGED),
+    "a waypoint overlay that is not YAML": (
+        "waypoint", "target-waypoint-parameters", lambda p: p["data"].update(deployment="spec: {template: ["), DIGEST),
 }
 
 
@@ -488,10 +736,12 @@ def test_the_pack_passes_the_program_and_stops_a_tampered_resource(analyzer):
         }, case
 
 
-def test_in_a_preview_the_pack_blocks_nothing_it_cannot_know(analyzer):
+@pytest.mark.parametrize("variant,unknown", [("attach", "target-statefulset"),
+                                             ("waypoint", "target-waypoint-parameters")])
+def test_in_a_preview_the_pack_blocks_nothing_it_cannot_know(analyzer, variant, unknown):
     advisory = []
-    for r in custom(evaluate("dev", preview=True)):
+    for r in custom(evaluate("dev", *PROGRAM_VARIANTS[variant], preview=True)):
         for d in analyze(analyzer, r):
             assert d.enforcementLevel == analyzer_pb2.ADVISORY and "during preview" in d.message, (r["name"], d)
             advisory.append((r["name"], d.policyName))
-    assert ("target-statefulset", DIGEST.name) in advisory
+    assert (unknown, DIGEST.name) in advisory
