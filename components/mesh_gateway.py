@@ -217,8 +217,10 @@ def port_forward_command(g: GatewayTarget, kubeconfig_file: str | None) -> str |
                            f"{g.service_port}:{GATEWAY_LISTENER['port']}")
 
 
-def pod_lookup_environment(g: GatewayTarget, overlay: dict, kubeconfig_file: str | None) -> dict[str, str]:
+def pod_lookup_environment(g: GatewayTarget, mode: str, overlay: dict, kubeconfig_file: str | None) -> dict[str, str]:
     return {
+        # attach: Envoy must run (istio-proxy ready); startup: it waits, and nothing is ready yet.
+        "READY": "true" if mode == "attach" else "false",
         "NAMESPACE": g.namespace,
         "SELECTOR": g.pod_selector,
         "OVERLAY_ANNOTATION": OVERLAY_ANNOTATION,
@@ -279,7 +281,7 @@ class MeshGateway(pulumi.ComponentResource):
             create=script("gateway-pod.sh"),
             interpreter=["/bin/bash", "-c"],
             # Its environment holds the overlay's id: a new overlay (image, memory, mode), a new pod to find.
-            environment=overlay.apply(lambda o: pod_lookup_environment(g, o, args.kubeconfig_file)),
+            environment=overlay.apply(lambda o: pod_lookup_environment(g, args.mode, o, args.kubeconfig_file)),
             opts=pulumi.ResourceOptions.merge(child_options(self, opts),
                                               pulumi.ResourceOptions(depends_on=[created, config_map])),
         )

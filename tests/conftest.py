@@ -131,6 +131,16 @@ def api_server(tmp_path_factory):
         yield plane
 
 
+@pytest.fixture(scope="session")
+def gateway_api_server(api_server):
+    """The session's control plane with the Gateway API CRDs of the lab's release (tests/gateway_api.py)
+    installed, each Established and served."""
+    from tests.gateway_api import install, standard_crds
+
+    install(api_server, standard_crds())
+    return api_server
+
+
 @pytest.fixture(scope="module")
 def cluster() -> dict:
     """The dev stack, cluster placement, under mocks."""
