@@ -7,7 +7,8 @@ the Go module proxy serves neither (README, "The toolchain the tests run on"). T
 before any resource is registered, so a bad one meets the real engine without them; and the policy pack
 (`pulumi preview --policy-pack`) judges the stack's own target StatefulSet, and a waypoint stack's overlay
 ConfigMap (the debug image of the Envoy istiod deploys), each run in a program of its own with the kubernetes
-plugin against the tests' API server."""
+plugin against the tests' API server. A gateway target's Kubernetes objects go through the engine in the lab's
+order, on a control plane of their own that starts without the Gateway API CRDs."""
 
 from __future__ import annotations
 
@@ -126,3 +127,73 @@ def test_the_policy_pack_passes_a_waypoints_overlay_and_refuses_one_by_tag_on_th
     output = done.stdout + done.stderr
     assert "debug-image-by-digest" in output, output[-3000:]
     assert "not the debug image by digest" in output and ":debug'" in output, output[-3000:]
+
+
+@pytest.fixture(scope="module")
+def bare_api_server(tmp_path_factory):
+    """A control plane of its own without the Gateway API CRDs: the lab's cluster before its first `up`."""
+    from tests.control_plane import control_plane
+
+    with control_plane(toolchain_bin(), tmp_path_factory.mktemp("bare-plane")) as plane:
+        yield plane
+
+
+def gateway_objects(*sets: str) -> list[dict]:
+    """What a gateway target's MeshGateway sends: its ConfigMap, Gateway and HTTPRoute, as the stack renders them."""
+    objects = kubernetes_objects(evaluate("dev", "target=gateway", "istioVersion=1.30.3", *sets))
+    return [o for o in objects if o["kind"] in ("ConfigMap", "Gateway", "HTTPRoute")]
+
+
+def test_the_gateway_objects_come_after_the_crds_and_keep_the_gateway_when_the_overlay_changes(bare_api_server,
+                                                                                                 tmp_path):
+    """On the real engine and provider: the lab's order (the CRDs through a yaml/v2 ConfigFile, then the
+    ConfigMap, the Gateway and the HTTPRoute) previews and applies on a cluster that has no CRDs yet; a new
+    overlay (another mode) replaces the ConfigMap under the same name and leaves the Gateway alone; destroy
+    removes them."""
+    import yaml
+
+    from tests.gateway_api import standard_crds
+
+    objects = gateway_objects()
+    by_kind = {o["kind"]: o for o in objects}
+    assert set(by_kind) == {"ConfigMap", "Gateway", "HTTPRoute"}
+    namespace = by_kind["Gateway"]["metadata"]["namespace"]
+    create_namespaces(bare_api_server, objects)
+    crds = tmp_path / "standard-install.yaml"
+    crds.write_text("---\n".join(yaml.safe_dump(c) for c in standard_crds()))
+    pulumi = program_project("gateway_objects", toolchain_bin(), tmp_path,
+                             KUBECONFIG=str(bare_api_server.kubeconfig))
+    manifest = tmp_path / "objects.json"
+    manifest.write_text(json.dumps(objects))
+    pulumi("config", "set", "objects", str(manifest))
+    pulumi("config", "set", "crds", str(crds))
+    assert bare_api_server.kubectl("get", "crd", "gateways.gateway.networking.k8s.io", check=False).returncode != 0
+
+    preview = pulumi("preview", "--diff")
+    assert "kubernetes:gateway.networking.k8s.io/v1:Gateway" in preview.stdout, preview.stdout[-3000:]
+    pulumi("up", "--yes", "--skip-preview")
+    gateway = json.loads(bare_api_server.kubectl(
+        "get", "gateway", by_kind["Gateway"]["metadata"]["name"], "-n", namespace, "-o", "json").stdout)
+    assert gateway["spec"]["infrastructure"]["parametersRef"]["name"] == by_kind["ConfigMap"]["metadata"]["name"]
+    route = json.loads(bare_api_server.kubectl(
+        "get", "httproute", by_kind["HTTPRoute"]["metadata"]["name"], "-n", namespace, "-o", "json").stdout)
+    assert route["spec"]["parentRefs"][0]["name"] == gateway["metadata"]["name"]
+    before = json.loads(pulumi("stack", "output", "--json").stdout)
+    pulumi("preview", "--expect-no-changes")
+
+    startup = gateway_objects("mode=startup")
+    changed = {o["kind"]: o for o in startup}
+    assert changed["ConfigMap"]["data"] != by_kind["ConfigMap"]["data"] and changed["Gateway"] == by_kind["Gateway"]
+    manifest.write_text(json.dumps(startup))
+    pulumi("up", "--yes", "--skip-preview")
+    after = json.loads(pulumi("stack", "output", "--json").stdout)
+    assert after["gatewayUid"] == before["gatewayUid"], "the Gateway stays: istiod does not redeploy from scratch"
+    assert after["configMapUid"] != before["configMapUid"], "the provider replaces a ConfigMap whose data changes"
+    data = json.loads(bare_api_server.kubectl(
+        "get", "configmap", changed["ConfigMap"]["metadata"]["name"], "-n", namespace, "-o", "json").stdout)["data"]
+    assert data == changed["ConfigMap"]["data"]
+
+    pulumi("destroy", "--yes")
+    for kind, obj in (("gateway", by_kind["Gateway"]), ("configmap", by_kind["ConfigMap"])):
+        assert bare_api_server.kubectl("get", kind, obj["metadata"]["name"], "-n", namespace,
+                                       check=False).returncode != 0, kind
