@@ -343,3 +343,47 @@ def test_make_up_installs_the_kind_release_whose_node_image_the_stack_pins():
         "Makefile KIND_VERSION and components/kind_cluster.py KIND_VERSION differ"
     pins = re.findall(r"^KIND_SHA256_(linux|darwin)_(amd64|arm64) := ([0-9a-f]{64})$", makefile, flags=re.MULTILINE)
     assert len(pins) == 4 and len({p[2] for p in pins}) == 4, "one checksum per platform"
+
+
+@pytest.fixture(scope="module")
+def waypoint_lab() -> dict:
+    return evaluate("lab", "target=waypoint")
+
+
+def test_a_waypoint_lab_installs_ambient_from_istios_charts_in_the_guides_order(waypoint_lab):
+    """Istio's ambient Helm guide: base, the Gateway API CRDs, istiod with the ambient profile, istio-cni with it,
+    ztunnel; every release waited for, the target after all of them (ztunnel and the CNI must run before an
+    ambient pod starts)."""
+    version = stack_config("lab", {"workDir": MAKE_UP_WORK_DIR})[0]["istio-proxy-debug:istioVersion"]
+    charts = {"istio-base": "base", "istio-istiod": "istiod", "istio-cni": "cni", "istio-ztunnel": "ztunnel"}
+    for name, chart in charts.items():
+        inputs = resource(waypoint_lab, name)["inputs"]
+        assert (inputs["chart"], inputs["version"], inputs["repositoryOpts"]["repo"]) == (chart, version, ISTIO_CHARTS)
+        assert inputs["namespace"] == ISTIO_NAMESPACE and not inputs.get("skipAwait")
+    assert resource(waypoint_lab, "istio-cni")["inputs"]["name"] == "istio-cni"
+    for name in ("istio-istiod", "istio-cni"):
+        assert resource(waypoint_lab, name)["inputs"]["values"]["profile"] == "ambient", name
+    crds = resource(waypoint_lab, "istio-gateway-api")
+    assert crds["type"] == "kubernetes:yaml/v2:ConfigFile"
+    assert re.fullmatch(r"https://github\.com/kubernetes-sigs/gateway-api/releases/download/v[0-9.]+/standard-install"
+                        r"\.yaml", crds["inputs"]["file"])
+    assert {"istio-base", "istio-gateway-api"} <= depends_on(waypoint_lab, "istio-istiod")
+    assert "istio-istiod" in depends_on(waypoint_lab, "istio-cni")
+    assert "istio-cni" in depends_on(waypoint_lab, "istio-ztunnel")
+    for name in ("target-statefulset", "target-waypoint-gateway", "target-waypoint-parameters"):
+        assert {"istio-istiod", "istio-cni", "istio-ztunnel"} <= depends_on(waypoint_lab, name), name
+
+
+def test_the_labs_gateway_api_release_is_the_one_the_api_server_tests_install(waypoint_lab):
+    from tests.gateway_api import standard_crds
+
+    url = resource(waypoint_lab, "istio-gateway-api")["inputs"]["file"]
+    bundle = {c["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"] for c in standard_crds()}
+    assert bundle == {url.split("/download/")[1].split("/")[0]}
+
+
+def test_a_gateway_lab_installs_the_crds_but_not_ambient():
+    lab = evaluate("lab", "target=gateway")
+    names = {r["name"] for r in lab["resources"]}
+    assert "istio-gateway-api" in names and not names & {"istio-cni", "istio-ztunnel"}
+    assert "profile" not in resource(lab, "istio-istiod")["inputs"]["values"]
