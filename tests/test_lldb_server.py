@@ -267,6 +267,21 @@ def attach_and_backtrace(node: dict, outputs: dict, binaries: dict, nspid: int) 
     return text
 
 
+def create_and_attach(node: dict, inputs: dict, outputs: dict, binaries: dict, envoy: int) -> None:
+    """The rendered create picks `envoy` (a node pid) in the stack's pod and prints its pid as its own PID
+    namespace sees it; the real lldb attaches there and stops in the debuggee; delete stops the server."""
+    done = create(node, inputs)
+    assert done.returncode == 0, done.stderr
+    assert f"in the namespaces of {outputs['podName']}'s envoy (node pid {envoy})" in done.stderr, done.stderr
+    nspid = int(done.stdout.strip())
+    assert nspid == ns_pid(envoy) != envoy, "the pid as istio-proxy sees it, not as the node does"
+    text = attach_and_backtrace(node, outputs, binaries, nspid)
+    assert f"Process {nspid} stopped" in text, text
+    assert f"demo::wait_for_debugger() at prog.cc:{source_line('parked here')}" in text, text
+    assert f"demo::handle_request(n=1) at prog.cc:{source_line('called here')}" in text, text
+    assert delete(node, inputs).returncode == 0
+
+
 # --- attach mode -----------------------------------------------------------------------------------------
 
 
@@ -298,15 +313,7 @@ def test_create_picks_the_proxys_envoy_among_the_pods_containers_and_lldb_attach
         envoy, decoy = containers["istio-proxy"]["envoy"], containers["main-app"]["envoy"]
         assert namespace(envoy, "uts") == namespace(decoy, "uts") == namespace(containers["sandbox"]["pause"], "uts")
         assert namespace(envoy, "pid") != namespace(decoy, "pid") and namespace(envoy, "mnt") != namespace(decoy, "mnt")
-        done = create(node, inputs)
-        assert done.returncode == 0, done.stderr
-        assert f"(node pid {envoy})" in done.stderr, done.stderr
-        nspid = int(done.stdout.strip())
-        assert nspid == ns_pid(envoy) != envoy, "the pid as istio-proxy sees it, not as the node does"
-        text = attach_and_backtrace(node, outputs, binaries, nspid)
-        assert f"Process {nspid} stopped" in text, text
-        assert f"demo::wait_for_debugger() at prog.cc:{source_line('parked here')}" in text, text
-        assert delete(node, inputs).returncode == 0
+        create_and_attach(node, inputs, outputs, binaries, envoy)
     assert server_groups(outputs["debuggerPorts"][0]) == set()
     assert not [pid for c in containers.values() for pid in c.values() if Path(f"/proc/{pid}").exists()], (
         "the pod's processes are all gone, none left as a zombie")
@@ -340,16 +347,7 @@ def test_waypoint_create_picks_the_waypoints_envoy_not_the_apps_or_ztunnels_and_
         assert in_uts(others["ztunnel"]["ztunnel"]["ztunnel"], ZTUNNEL_POD)
         assert [Path(f"/proc/{pid}/root{IMAGE_LLDB_SERVER}").exists() for pid in (envoy, app, ztunnel)] == [
             True, False, True]
-        done = create(node, inputs)
-        assert done.returncode == 0, done.stderr
-        assert f"in the namespaces of {outputs['podName']}'s envoy (node pid {envoy})" in done.stderr, done.stderr
-        nspid = int(done.stdout.strip())
-        assert nspid == ns_pid(envoy) != envoy, "the pid as the waypoint's istio-proxy sees it"
-        text = attach_and_backtrace(node, outputs, binaries, nspid)
-        assert f"Process {nspid} stopped" in text, text
-        assert f"demo::wait_for_debugger() at prog.cc:{source_line('parked here')}" in text, text
-        assert f"demo::handle_request(n=1) at prog.cc:{source_line('called here')}" in text, text
-        assert delete(node, inputs).returncode == 0
+        create_and_attach(node, inputs, outputs, binaries, envoy)
     assert server_groups(outputs["debuggerPorts"][0]) == set()
     assert not (node["run"] / "istio-proxy-debug").exists(), "delete leaves no pidfile, log or folder"
 
