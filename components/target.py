@@ -1,4 +1,6 @@
-"""S7 and S11: the target workload — namespace, headless Service and StatefulSet — in one of two modes.
+"""S7 and S11: the target workload — namespace, headless Service and StatefulSet — in one of two modes. With
+`target` waypoint or gateway the app runs without a sidecar and the Envoy under debug is the one istiod deploys
+for a Gateway (components/mesh_gateway.py); what follows is the sidecar's.
 
 attach (S7): the walkthrough's StatefulSet `fortio-server` with the fortio app on 8080/8070, injected by
 Istio: `sidecar.istio.io/proxyImage` names the debug image as the nodes pull it, by digest

@@ -40,11 +40,15 @@ def test_a_bad_configuration_stops_preview_and_up_with_the_problem_list_and_no_t
     project("stack", "init", "carol", "--secrets-provider", "passphrase")
     project("config", "set", "registryPort", "99999")
     project("config", "set", "namespace", "Bad_Name")
+    # A waypoint on a release whose istiod does not apply a Gateway's parametersRef ConfigMap.
+    project("config", "set", "istioVersion", "1.24.6")
+    project("config", "set", "target", "waypoint")
 
     preview = project("preview", "--diff", check=False)
     assert preview.returncode != 0
     output = preview.stdout + preview.stderr
-    assert "the stack configuration has 2 problem(s)" in output, output[-3000:]
+    assert "the stack configuration has 3 problem(s)" in output, output[-3000:]
+    assert '- istio-proxy-debug:target = "waypoint": expected sidecar with istioVersion 1.24.6' in output
     assert '- istio-proxy-debug:registryPort = "99999": expected an integer port from 1 to 65535' in output
     assert '- istio-proxy-debug:namespace = "Bad_Name": expected a DNS-1123 label' in output
     assert "Traceback" not in output
