@@ -8,7 +8,7 @@ to the rendered Deployment as a strategic merge patch (deploymentcontroller.go `
 config.FIRST_CUSTOMIZABLE_GATEWAY). The overlay gives the `istio-proxy` container:
 - the debug image by digest, and the memory request and limit the sidecar gets (proxyMemory, proxyMemoryLimit);
   the template's CPU stays;
-- the security context the sidecar's startup override gets (components/target.py): SYS_PTRACE, SETUID and
+- the security context the sidecar's startup override gets (components/debugged_proxy.py): SYS_PTRACE, SETUID and
   SETGID over the template's drop ALL, privilege escalation for the image's sudo, a writable root. In both
   modes: here the pod exists only to be debugged, so lldb-server may also run inside it (walkthrough S11);
 - the node affinity of targetNodeName, so the pod runs where lldb-server is started;
@@ -31,6 +31,7 @@ import pulumi_command as command
 import pulumi_kubernetes as k8s
 import yaml
 
+from components.debugged_proxy import debugger_security_context, node_affinity, waiting_command
 from components.kind_cluster import kubectl_command
 from components.options import child_options
 from components.scripts import script
@@ -89,10 +90,10 @@ class GatewayTarget:
     proxy_image: pulumi.Input[str]
     proxy_memory: str
     proxy_memory_limit: str
-    target_node_name: str | None = None
     # The app's container, and its HTTP client command (the waypoint's request is sent from there).
-    app_container: str = ""
-    app_client: tuple[str, ...] = ()
+    app_container: str
+    app_client: tuple[str, ...]
+    target_node_name: str | None = None
 
     @property
     def name(self) -> str:
@@ -133,16 +134,7 @@ def http_route_manifest(g: GatewayTarget) -> dict:
     }
 
 
-def debugger_security_context() -> dict:
-    """What lets lldb-server run inside the container as root through the image's sudo (see target.py)."""
-    return {
-        "allowPrivilegeEscalation": True,
-        "capabilities": {"add": ["SYS_PTRACE", "SETUID", "SETGID"]},
-        "readOnlyRootFilesystem": False,
-    }
-
-
-def proxy_overlay(g: GatewayTarget, mode: str, image: str, start_file: str) -> dict:
+def proxy_overlay(g: GatewayTarget, mode: str, image: str) -> dict:
     """The istio-proxy container of the overlay: merged by name into the rendered one."""
     proxy = {
         "name": PROXY_CONTAINER,
@@ -152,8 +144,7 @@ def proxy_overlay(g: GatewayTarget, mode: str, image: str, start_file: str) -> d
     }
     if mode == "startup":
         proxy.update({
-            # The template's args follow as the wait's "$@".
-            "command": ["/bin/sh", "-c", script("istio-proxy-wait.sh"), start_file],
+            "command": waiting_command(),
             "startupProbe": None,
             "readinessProbe": None,
         })
@@ -164,13 +155,11 @@ def overlay_id(overlay: dict) -> str:
     return hashlib.sha256(yaml.safe_dump(overlay, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def deployment_overlay(g: GatewayTarget, mode: str, image: str, start_file: str) -> dict:
+def deployment_overlay(g: GatewayTarget, mode: str, image: str) -> dict:
     """The ConfigMap's `deployment` patch; its pod template carries the id of the rest of it."""
-    pod_spec: dict = {"containers": [proxy_overlay(g, mode, image, start_file)]}
+    pod_spec: dict = {"containers": [proxy_overlay(g, mode, image)]}
     if g.target_node_name is not None:
-        term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [g.target_node_name]}]}
-        pod_spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-            "nodeSelectorTerms": [term]}}}
+        pod_spec["affinity"] = node_affinity(g.target_node_name)
     template = {"spec": pod_spec}
     template["metadata"] = {"annotations": {OVERLAY_ANNOTATION: overlay_id({"spec": {"template": template}})}}
     return {"spec": {"template": template}}
@@ -180,15 +169,14 @@ def pod_overlay_id(overlay: dict) -> str:
     return overlay["spec"]["template"]["metadata"]["annotations"][OVERLAY_ANNOTATION]
 
 
-def parameters_manifest(g: GatewayTarget, mode: str, image: str, start_file: str) -> dict:
-    """The ConfigMap the Gateway's parametersRef names; only `deployment` (istiod refuses unknown keys)."""
-    overlay = deployment_overlay(g, mode, image, start_file)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": parameters_name(g.workload, g.target), "namespace": g.namespace},
-        "data": {"deployment": yaml.safe_dump(overlay, sort_keys=False)},
-    }
+def parameters_metadata(g: GatewayTarget) -> dict:
+    """The ConfigMap the Gateway's parametersRef names."""
+    return {"name": parameters_name(g.workload, g.target), "namespace": g.namespace}
+
+
+def parameters_data(overlay: dict) -> dict[str, str]:
+    """Only `deployment`: istiod refuses keys it does not know."""
+    return {"deployment": yaml.safe_dump(overlay, sort_keys=False)}
 
 
 def namespace_labels(target: str, workload: str) -> dict[str, str]:
@@ -234,8 +222,6 @@ def pod_lookup_environment(g: GatewayTarget, mode: str, overlay: dict, kubeconfi
 class MeshGatewayArgs:
     gateway: GatewayTarget
     mode: str
-    # Where the waiting istio-proxy writes the pilot-agent start command (startup mode).
-    start_file: str
     # The app's pod (for the waypoint's request command) and the lab's kubeconfig, None: the current context.
     app_pod: pulumi.Input[str]
     kubeconfig_file: str | None = None
@@ -252,12 +238,9 @@ class MeshGateway(pulumi.ComponentResource):
         super().__init__("istio-proxy-debug:mesh_gateway:MeshGateway", name, None, opts)
         g = args.gateway
         image = pulumi.Output.from_input(g.proxy_image)
-        overlay = image.apply(lambda i: deployment_overlay(g, args.mode, i, args.start_file))
-        parameters = image.apply(lambda i: parameters_manifest(g, args.mode, i, args.start_file))
+        overlay = image.apply(lambda i: deployment_overlay(g, args.mode, i))
         config_map = k8s.core.v1.ConfigMap(
-            f"{name}-parameters",
-            metadata=parameters_manifest(g, args.mode, "", args.start_file)["metadata"],
-            data=parameters.apply(lambda m: m["data"]),
+            f"{name}-parameters", metadata=parameters_metadata(g), data=overlay.apply(parameters_data),
             # The provider replaces a ConfigMap whose data changes; its name is fixed (the Gateway names it).
             opts=child_options(self, opts, delete_before_replace=True),
         )

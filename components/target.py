@@ -45,6 +45,7 @@ import pulumi_kubernetes as k8s
 
 from components.config import memory_bytes
 from components.debug_ports import DebuggerPorts
+from components.debugged_proxy import START_FILE, debugger_security_context, node_affinity, waiting_command
 from components.iptables import ISTIO_PROXY_UID, capture_override, excluded_inbound_ports_annotation
 from components.kind_cluster import kubectl_command
 from components.mesh_gateway import (
@@ -58,7 +59,6 @@ from components.mesh_gateway import (
     namespace_labels,
 )
 from components.options import child_options
-from components.scripts import script
 
 MODES = ("attach", "startup")
 SIDECAR = "sidecar"
@@ -77,8 +77,6 @@ PROXY_CONTAINER = "istio-proxy"
 INIT_CONTAINER = "istio-init"
 # What istio-proxy runs instead of pilot-agent in startup mode; the node-side lldb-server finds it by name.
 PROXY_WAIT_PROCESS = "sleep"
-# Where the waiting istio-proxy writes the command that starts pilot-agent as the injector would have.
-START_FILE = "/tmp/start-pilot-agent.sh"
 # The injector's own image for a container the pod declares (webhook.go AutoImage).
 INJECTED_IMAGE = "auto"
 # The status port annotation's "no status": the template then renders no readiness or startup probe.
@@ -175,15 +173,6 @@ def _app_container() -> dict:
     }
 
 
-def _affinity(node: str | None) -> dict:
-    """Pins the pod to a node by its exact name (matchFields metadata.name), through the scheduler."""
-    if node is None:
-        return {}
-    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-    return {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [term]}}}}
-
-
 def _statefulset(w: Workload, template_metadata: dict, pod_spec: dict) -> dict:
     return {
         "apiVersion": "apps/v1",
@@ -218,7 +207,7 @@ def _pod_spec(w: Workload, containers: list[dict], init_containers: list[dict] |
         "restartPolicy": "Always",
         **({"initContainers": init_containers} if init_containers else {}),
         "containers": containers,
-        **_affinity(w.target_node_name),
+        **({"affinity": node_affinity(w.target_node_name)} if w.target_node_name is not None else {}),
     }
 
 
@@ -242,16 +231,10 @@ def waiting_proxy_override(ports: DebuggerPorts) -> dict:
         "image": INJECTED_IMAGE,
         "imagePullPolicy": "IfNotPresent",
         # No args: the injector's own (`proxy sidecar …`) follow, as the wait's "$@".
-        "command": ["/bin/sh", "-c", script("istio-proxy-wait.sh"), START_FILE],
+        "command": waiting_command(),
         "lifecycle": {"postStart": NO_OP_HOOK, "preStop": NO_OP_HOOK},
         "ports": debugger_container_ports(ports),
-        # For lldb-server run inside the container as root through the image's sudo (walkthrough S11): ptrace
-        # of Envoy, which is not its child, and sudo's own uid and gid switch, over the template's drop ALL.
-        "securityContext": {
-            "allowPrivilegeEscalation": True,
-            "capabilities": {"add": ["SYS_PTRACE", "SETUID", "SETGID"]},
-            "readOnlyRootFilesystem": False,
-        },
+        "securityContext": debugger_security_context(),
     }
 
 
@@ -351,7 +334,7 @@ class Target(pulumi.ComponentResource):
                     target_node_name=workload.target_node_name,
                     app_container=APP_CONTAINER, app_client=(APP_COMMAND[0], "curl"),
                 ),
-                mode=args.mode, start_file=START_FILE, app_pod=self.pod_name, kubeconfig_file=args.kubeconfig_file,
+                mode=args.mode, app_pod=self.pod_name, kubeconfig_file=args.kubeconfig_file,
             ), opts=pulumi.ResourceOptions.merge(child_options(self, opts),
                                                  pulumi.ResourceOptions(depends_on=[created_set])))
             self.pod_name = gateway.pod_name

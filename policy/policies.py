@@ -543,6 +543,9 @@ def digest_problems(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+BY_TAG = "by tag, the pod runs whatever the tag names when it starts, not the image this stack built and pushed"
+
+
 def overlay_digest_problems(resource_type: str, props: Mapping[str, Any]) -> list[str]:
     """Why a Gateway's `deployment` overlay would not run the debug image by digest: each whole sentence."""
     try:
@@ -563,9 +566,7 @@ def overlay_digest_problems(resource_type: str, props: Mapping[str, Any]) -> lis
                             "runs its template's (the release's proxyv2, by tag), not the debug image by digest "
                             "(<registry>/<repository>@sha256:<64 hex>)")
         elif not is_by_digest(image):
-            why = ("no injector replaces 'auto' in a Deployment istiod renders" if image == INJECTED_IMAGE else
-                   "by tag, the pod runs whatever the tag names when it starts, not the image this stack built "
-                   "and pushed")
+            why = "no injector replaces 'auto' in a Deployment istiod renders" if image == INJECTED_IMAGE else BY_TAG
             problems.append(f"the {OVERLAY_KEY} overlay gives {field} {name!r} image {image!r}, not the debug "
                             f"image by digest (<registry>/<repository>@sha256:<64 hex>); {why}")
     return problems
@@ -573,8 +574,7 @@ def overlay_digest_problems(resource_type: str, props: Mapping[str, Any]) -> lis
 
 def _validate_digest(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     for problem in digest_problems(args.resource_type, args.props):
-        report_violation(f"{args.name}: {problem}; by tag, the pod runs whatever the tag names when it starts, "
-                         "not the image this stack built and pushed.", None)
+        report_violation(f"{args.name}: {problem}; {BY_TAG}.", None)
     for problem in overlay_digest_problems(args.resource_type, args.props):
         report_violation(f"{args.name}: {problem}.", None)
 
