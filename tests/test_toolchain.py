@@ -33,8 +33,14 @@ def test_the_cli_is_the_release_make_up_installs_and_not_older_than_the_sdk():
     assert version_tuple(makefile) >= version_tuple(pinned("pulumi"))
 
 
-def test_the_kubernetes_plugin_is_the_version_requirements_pins():
-    assert script_value("KUBERNETES_PROVIDER_VERSION") == pinned("pulumi-kubernetes")
+PLUGIN_PINS = {"kubernetes": "KUBERNETES_PROVIDER_VERSION", "command": "COMMAND_PROVIDER_VERSION",
+               "docker": "DOCKER_PROVIDER_VERSION"}
+
+
+@pytest.mark.parametrize("plugin", PLUGIN_PINS)
+def test_each_plugin_is_the_version_requirements_pins(plugin):
+    """The engine takes a plugin only at exactly the version its SDK asks for."""
+    assert script_value(PLUGIN_PINS[plugin]) == pinned(f"pulumi-{plugin}")
 
 
 def test_the_readme_names_the_versions_the_script_builds():
@@ -51,6 +57,54 @@ def bin_dir() -> Path:
     return toolchain_bin()
 
 
+def plugin_mirror() -> Path:
+    """The mirror tools/toolchain.sh installs the command and docker plugins from."""
+    mirror = Path(os.environ.get("PULUMI_PLUGIN_MIRROR") or ROOT.parent / "shared" / "pulumi-plugins")
+    if not (mirror / "SHA256SUMS").exists():
+        pytest.skip(f"no plugin mirror at {mirror} (PULUMI_PLUGIN_MIRROR)")
+    return mirror
+
+
+def run_toolchain(tmp_path: Path, mirror: str) -> subprocess.CompletedProcess:
+    """tools/toolchain.sh (which builds nothing again) installing the plugins into a PULUMI_HOME of the test's, from
+    `mirror`; Pulumi's own plugin downloads, when it tries them, go to a closed port on loopback."""
+    env = {**os.environ, "PULUMI_HOME": str(tmp_path / "pulumi-home"), "PULUMI_PLUGIN_MIRROR": mirror,
+           "PULUMI_PLUGIN_DOWNLOAD_URL_OVERRIDES": "^.*$=http://127.0.0.1:9"}
+    return subprocess.run(["bash", str(ROOT / "tools" / "toolchain.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def installed_plugins(tmp_path: Path) -> set[str]:
+    return {p.name for p in (tmp_path / "pulumi-home" / "plugins").glob("resource-*") if p.is_dir()}
+
+
+def test_a_mirrored_plugin_whose_checksum_does_not_match_is_not_installed(bin_dir, tmp_path):
+    source = plugin_mirror()
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for archive in source.glob("*.tar.gz"):
+        (mirror / archive.name).write_bytes(archive.read_bytes())
+    (mirror / "SHA256SUMS").write_text((source / "SHA256SUMS").read_text())
+    (docker,) = mirror.glob("pulumi-resource-docker-*.tar.gz")
+    docker.write_bytes(docker.read_bytes() + b"\0")
+
+    done = run_toolchain(tmp_path, str(mirror))
+    assert done.returncode != 0
+    assert f"{docker} has SHA-256" in done.stderr and "but SHA256SUMS says" in done.stderr, done.stderr
+    installed = installed_plugins(tmp_path)
+    assert f"resource-command-v{pinned('pulumi-command')}" in installed, installed
+    assert not [p for p in installed if p.startswith("resource-docker")], installed
+
+
+def test_with_no_mirror_and_no_download_one_line_names_both_ways(bin_dir, tmp_path):
+    done = run_toolchain(tmp_path, "")
+    assert done.returncode != 0
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("toolchain: ")]
+    version = pinned("pulumi-command")
+    assert f"the command plugin {version} could not be downloaded" in line, line
+    assert "PULUMI_PLUGIN_MIRROR" in line and f"`pulumi plugin install resource command {version}`" in line, line
+
+
 def test_pulumi_version_prints_the_pinned_release(bin_dir):
     done = subprocess.run([str(bin_dir / "pulumi"), "version"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"})
@@ -62,7 +116,8 @@ def test_the_plugins_are_installed_at_the_pinned_versions(bin_dir, tmp_path):
                           timeout=60, env=pulumi_env(bin_dir, tmp_path / "state"))
     assert done.returncode == 0, done.stderr
     installed = {(p["kind"], p["name"], p["version"]) for p in json.loads(done.stdout)}
-    assert ("resource", "kubernetes", pinned("pulumi-kubernetes")) in installed, installed
+    for plugin in PLUGIN_PINS:
+        assert ("resource", plugin, pinned(f"pulumi-{plugin}")) in installed, installed
 
 
 def test_the_api_server_answers_readyz(api_server):

@@ -2,7 +2,8 @@
 # The real toolchain the tests run the user's commands on, built with `go` from the Go module proxy at pinned
 # versions (no registry ships these binaries): the Pulumi CLI and its Python language host, the provider
 # plugins requirements.txt pins, and a Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl) with KWOK's controller in place of a kubelet.
+# kube-scheduler, kubectl) with KWOK's controller in place of a kubelet. The command and docker plugins, which
+# the module proxy does not serve, come from a plugin mirror (PULUMI_PLUGIN_MIRROR) or Pulumi's downloads.
 #
 # Each binary is built once per machine, into TOOLCHAIN_DIR/<name>-<version>/, with Go's module and build caches
 # beside them; TOOLCHAIN_DIR/bin links the current ones. A second run compiles nothing. The provider plugins are
@@ -10,6 +11,8 @@
 #
 # usage: tools/toolchain.sh            build what is missing, print TOOLCHAIN_DIR/bin
 #        TOOLCHAIN_DIR=… PULUMI_HOME=…   where the binaries and the plugins go
+#        PULUMI_PLUGIN_MIRROR=/folder    the plugin archives and their SHA256SUMS (unset: ../shared/pulumi-plugins
+#                                        beside the checkout, when it exists; empty: download them)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,6 +31,16 @@ KUBERNETES_PROVIDER_MODULE=github.com/pulumi/pulumi-kubernetes/provider/v4@v4.0.
 KUBERNETES_VERSION=1.34.4
 ETCD_VERSION=3.6.4
 KWOK_VERSION=0.7.0
+# The plugins the module proxy does not serve: installed from a plugin mirror, a folder of Pulumi's plugin
+# archives (pulumi-resource-<name>-v<version>-<os>-<arch>.tar.gz) with their SHA256SUMS, as an air-gapped site
+# keeps one; with none, downloaded by `pulumi plugin install` as on a user's machine.
+COMMAND_PROVIDER_VERSION=1.2.1
+DOCKER_PROVIDER_VERSION=5.1.0
+DEFAULT_PLUGIN_MIRROR="$ROOT/../shared/pulumi-plugins"
+# Unset: that folder when it exists; set empty: no mirror.
+if [ -z "${PULUMI_PLUGIN_MIRROR+set}" ] && [ -d "$DEFAULT_PLUGIN_MIRROR" ]; then
+  PULUMI_PLUGIN_MIRROR=$(cd "$DEFAULT_PLUGIN_MIRROR" && pwd)
+fi
 
 export GOMODCACHE="$TOOLCHAIN_DIR/go/mod" GOCACHE="$TOOLCHAIN_DIR/go/build"
 # The committed go.mod and go.sum decide every version and checksum; the machine's own Go decides nothing else.
@@ -139,14 +152,51 @@ link "etcd-$ETCD_VERSION" etcd
 link "kubernetes-$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl
 link "kwok-$KWOK_VERSION" kwok
 
-# The plugins, into the tests' PULUMI_HOME, from the files built here: the engine finds them installed.
-install_plugin() {
+# The plugins, into the tests' PULUMI_HOME, so the engine finds them installed and never downloads one.
+plugin_installed() {
+  [ -x "$PULUMI_HOME/plugins/resource-$1-v$2/pulumi-resource-$1" ]
+}
+
+pulumi_cli() {
+  PULUMI_HOME=$PULUMI_HOME PULUMI_SKIP_UPDATE_CHECK=true "$TOOLCHAIN_DIR/bin/pulumi" "$@"
+}
+
+# install_built_plugin NAME VERSION: the binary built here.
+install_built_plugin() {
   local name=$1 version=$2
-  [ -x "$PULUMI_HOME/plugins/resource-$name-v$version/pulumi-resource-$name" ] && return
-  PULUMI_HOME=$PULUMI_HOME PULUMI_SKIP_UPDATE_CHECK=true "$TOOLCHAIN_DIR/bin/pulumi" plugin install resource \
-    "$name" "$version" --file "$TOOLCHAIN_DIR/pulumi-resource-$name-$version/pulumi-resource-$name" >&2 ||
+  plugin_installed "$name" "$version" && return
+  pulumi_cli plugin install resource "$name" "$version" \
+    --file "$TOOLCHAIN_DIR/pulumi-resource-$name-$version/pulumi-resource-$name" >&2 ||
     die "pulumi plugin install of $name $version failed"
 }
-install_plugin kubernetes "$KUBERNETES_PROVIDER_VERSION"
+
+# install_mirrored_plugin NAME VERSION: the mirror's archive, once its SHA-256 matches the mirror's SHA256SUMS;
+# without a mirror, Pulumi's own download.
+install_mirrored_plugin() {
+  local name=$1 version=$2 platform archive expected actual
+  plugin_installed "$name" "$version" && return
+  platform=$(go env GOOS)-$(go env GOARCH)
+  archive="pulumi-resource-$name-v$version-$platform.tar.gz"
+  if [ -n "${PULUMI_PLUGIN_MIRROR:-}" ]; then
+    [ -f "$PULUMI_PLUGIN_MIRROR/$archive" ] ||
+      die "the plugin mirror $PULUMI_PLUGIN_MIRROR (PULUMI_PLUGIN_MIRROR) has no $archive"
+    expected=$(awk -v file="$archive" '$2 == file || $2 == "*" file { print $1 }' \
+      "$PULUMI_PLUGIN_MIRROR/SHA256SUMS" 2>/dev/null || true)
+    [ -n "$expected" ] || die "the plugin mirror's SHA256SUMS ($PULUMI_PLUGIN_MIRROR/SHA256SUMS) lists no $archive"
+    actual=$(sha256sum "$PULUMI_PLUGIN_MIRROR/$archive" | cut -d' ' -f1)
+    [ "$actual" = "$expected" ] ||
+      die "$PULUMI_PLUGIN_MIRROR/$archive has SHA-256 $actual, but SHA256SUMS says $expected: not installed"
+    pulumi_cli plugin install resource "$name" "$version" --file "$PULUMI_PLUGIN_MIRROR/$archive" >&2 ||
+      die "pulumi plugin install of $name $version from $PULUMI_PLUGIN_MIRROR/$archive failed"
+  elif ! pulumi_cli plugin install resource "$name" "$version" >&2; then
+    die "the $name plugin $version could not be downloaded (above), and there is no plugin mirror: set" \
+      "PULUMI_PLUGIN_MIRROR to a folder holding $archive and its SHA256SUMS, or run where" \
+      "\`pulumi plugin install resource $name $version\` can reach Pulumi's plugin downloads"
+  fi
+}
+
+install_built_plugin kubernetes "$KUBERNETES_PROVIDER_VERSION"
+install_mirrored_plugin command "$COMMAND_PROVIDER_VERSION"
+install_mirrored_plugin docker "$DOCKER_PROVIDER_VERSION"
 
 echo "$TOOLCHAIN_DIR/bin"
