@@ -47,13 +47,14 @@ STAND_IN_LABEL = "istio-proxy-debug.stand-in"
 @dataclass
 class Engine:
     env: dict[str, str]
-    started: bool
+    # In the tests' network namespace (started here, or by an earlier session that keeps it running).
+    in_netns: bool
 
     @property
     def address(self) -> str:
         """Where this machine reaches the engine's published ports: its namespace's end of the veth, or
-        loopback for an engine that was already serving."""
-        return ENGINE_SIDE if self.started else "127.0.0.1"
+        loopback for the machine's own engine."""
+        return ENGINE_SIDE if self.in_netns else "127.0.0.1"
 
     def docker(self, *args: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
         done = subprocess.run([CLIENT, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
@@ -73,6 +74,16 @@ def _engine_env(config: Path) -> dict[str, str]:
     return {**os.environ, "PATH": path, "DOCKER_HOST": f"unix://{SOCKET}", "DOCKER_CONFIG": str(config)}
 
 
+def _serving_from_netns() -> bool:
+    """Whether the engine that answers is one of these tests' (dockerd in NETNS, say kept running by a developer
+    between test sessions) rather than the machine's own."""
+    try:
+        pid = int((RUNTIME / "pid").read_text())
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{NETNS}").st_ino
+    except (OSError, ValueError):
+        return False
+
+
 def _answers(env: dict[str, str]) -> bool:
     done = subprocess.run([CLIENT, "info", "--format", "{{.ServerVersion}}"], env=env, capture_output=True,
                           text=True, timeout=30)
@@ -81,14 +92,15 @@ def _answers(env: dict[str, str]) -> bool:
 
 @contextlib.contextmanager
 def engine() -> Iterator[Engine]:
-    """The engine: the one serving SOCKET, or one started here in its own network namespace and stopped after."""
+    """The engine: the one serving SOCKET, or one started here in its own network namespace and stopped after.
+    `python -m tests.docker_engine` starts one and keeps it until interrupted, for test sessions side by side."""
     config = CACHE / "client-config"
     config.mkdir(parents=True, exist_ok=True)
     proxy = f"http://{HOST_SIDE}:{PROXY_PORT}"
     (config / "config.json").write_text(json.dumps({"proxies": {"default": {"httpProxy": proxy}}}))
     env = _engine_env(config)
     if _answers(env):
-        yield Engine(env, started=False)
+        yield Engine(env, in_netns=_serving_from_netns())
         return
     with contextlib.ExitStack() as stack:
         _run("ip", "netns", "add", NETNS)
@@ -119,7 +131,7 @@ def engine() -> Iterator[Engine]:
             assert daemon.poll() is None, (CACHE / "dockerd.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "dockerd did not answer within 60 s"
             time.sleep(0.5)
-        yield Engine(env, started=True)
+        yield Engine(env, in_netns=True)
 
 
 def _rootfs_tar(name: str, include: tuple[str, ...]) -> Path:
@@ -266,3 +278,14 @@ def build_and_push(engine: Engine, evaluation: dict, context: Path, **env: str) 
     env = {**engine.env, **inputs["environment"], "CONTEXT_DIR": str(context), **env}
     return subprocess.run([*inputs["interpreter"], inputs["create"]], input=inputs["stdin"], env=env,
                           capture_output=True, text=True, timeout=1800)
+
+
+if __name__ == "__main__":
+    with engine() as running:
+        print(f"the tests' Docker engine serves {SOCKET} (published ports at {running.address}); ^C stops it",
+              flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
