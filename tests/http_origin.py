@@ -1,4 +1,4 @@
-"""A real HTTP server on loopback standing in for Istio's bucket (storage.googleapis.com/istio-build/proxy).
+"""A real HTTP server on loopback (or a test link) standing in for Istio's bucket (storage.googleapis.com/istio-build/proxy).
 
 It serves a folder's files as Google Cloud Storage serves objects: GET and HEAD, Content-Length, an ETag,
 byte ranges (`Range: bytes=N-`, honoured only while `If-Range` names the current ETag, else the whole object
@@ -37,6 +37,9 @@ class Origin:
     cut: dict[str, int] = field(default_factory=dict)
     stated_md5: dict[str, bytes] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
+    # Loopback, or an address of a network namespace's link for clients behind it (containers of the tests'
+    # Docker engine reach the root namespace at tests/docker_engine.py's HOST_SIDE).
+    host: str = "127.0.0.1"
 
     def __post_init__(self):
         origin = self
@@ -112,7 +115,7 @@ class Origin:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = http.server.ThreadingHTTPServer((self.host, 0), Handler)
         self._server.daemon_threads = True
         self._identities: dict[tuple[Path, float, int], tuple[str, str]] = {}
 
