@@ -1,4 +1,5 @@
-"""A real HTTP server on loopback (or a test link) standing in for Istio's bucket (storage.googleapis.com/istio-build/proxy).
+"""A real HTTP server on loopback (or a test link) standing in for Istio's bucket
+(storage.googleapis.com/istio-build/proxy).
 
 It serves a folder's files as Google Cloud Storage serves objects: GET and HEAD, Content-Length, an ETag,
 byte ranges (`Range: bytes=N-`, honoured only while `If-Range` names the current ETag, else the whole object
