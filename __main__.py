@@ -209,7 +209,7 @@ lldb_server = LldbServer(
         process_name="envoy" if config.mode == "attach" else PROXY_WAIT_PROCESS,
         ports=config.debugger_ports,
         instance=f"{config.project}-{config.stack}",
-        restart_on=[debug_image.pull_reference, target.pod_name],
+        restart_on=[debug_image.pull_reference, target.pod_name, target.pod_revision],
         node_network=network_name if node_access.by_docker else None,
         node_created=[kind.cluster_id] if kind else [],
     ),

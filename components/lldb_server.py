@@ -4,7 +4,7 @@ The walkthrough's `nsenter -t $ENVOY_PID -u -p -m lldb-server platform --server 
 repeatable: the process is found by the pod's hostname, the server takes connections from the debugger's
 address only, its gdbserver ports are pinned (components/debug_ports.py), it is detached with a pidfile so
 `pulumi up` returns, and the same pidfile stops it on delete. It runs again — delete before create — when the
-pod's image, the pod or the debugger's address changes.
+pod's image, the pod (a new one of the same name too) or the debugger's address changes.
 
 `--listen <host>:<port>` is a client filter, not a bind address: for any host other than loopback LLDB's
 TCPSocket listens on every address and rejects a connection from any other peer ("rejecting incoming
@@ -78,8 +78,8 @@ class LldbServerArgs:
     process_name: str
     ports: DebuggerPorts
     instance: str
-    # What makes the running server stale: the pod's image, the pod itself (the debugger's address is in the
-    # script's text).
+    # What makes the running server stale: the pod's image, the pod itself, a new pod of the same name (the
+    # debugger's address is in the script's text).
     restart_on: Sequence[pulumi.Input[str]]
     # nodeAccess docker: the Docker network the debugger shares with the node (lldb-server binds the node's
     # address there), and what changes when the node container is made anew.

@@ -120,6 +120,12 @@ def pod_name(workload: str) -> str:
     return f"{workload}-0"
 
 
+def pod_revision(statefulset_uid: str | None, update_revision: str | None) -> str:
+    """The StatefulSet's identity and the revision of its pod template: both change exactly when its pod is
+    made anew."""
+    return f"{statefulset_uid}/{update_revision}"
+
+
 def start_command(namespace: str, pod: str, kubeconfig_file: str | None = None) -> str:
     """The walkthrough's by-hand start of pilot-agent in the waiting istio-proxy: the start file the wait
     wrote from the injector's own arguments, run as the container's user (uid 1337) with its env, with a
@@ -286,6 +292,9 @@ class Target(pulumi.ComponentResource):
     waypoint or gateway target, the app without a sidecar and the MeshGateway whose pod is debugged."""
 
     pod_name: pulumi.Output[str]
+    # Changes whenever the pod under debug is made anew (a new template rolls it; a StatefulSet deleted by hand
+    # and restored by `up` makes a new one): whatever runs in the old pod's namespaces must start again.
+    pod_revision: pulumi.Output[str]
     start_command: pulumi.Output[str | None]
     port_forward_command: pulumi.Output[str | None]
     # waypoint or gateway: a request through the Envoy under debug; None with a sidecar.
@@ -324,6 +333,8 @@ class Target(pulumi.ComponentResource):
             ),
         )
         self.pod_name = created_set.metadata.apply(lambda m: pod_name(m.name))
+        revision = created_set.status.apply(lambda status: status.update_revision if status else None)
+        self.pod_revision = pulumi.Output.all(created_set.metadata.uid, revision).apply(lambda v: pod_revision(*v))
         self.request_command = None
         if args.target != SIDECAR:
             gateway = MeshGateway(f"{name}-{args.target}", MeshGatewayArgs(
@@ -337,7 +348,8 @@ class Target(pulumi.ComponentResource):
                 mode=args.mode, app_pod=self.pod_name, kubeconfig_file=args.kubeconfig_file,
             ), opts=pulumi.ResourceOptions.merge(child_options(self, opts),
                                                  pulumi.ResourceOptions(depends_on=[created_set])))
-            self.pod_name = gateway.pod_name
+            # istiod names each new pod anew.
+            self.pod_name = self.pod_revision = gateway.pod_name
             self.request_command = gateway.request_command
         if args.mode == "startup":
             self.start_command = pulumi.Output.all(namespace, self.pod_name).apply(
@@ -349,5 +361,6 @@ class Target(pulumi.ComponentResource):
                 lambda v: port_forward_command(*v, args.kubeconfig_file))
         else:
             self.port_forward_command = gateway.port_forward_command
-        self.register_outputs({"podName": self.pod_name, "startCommand": self.start_command,
+        self.register_outputs({"podName": self.pod_name, "podRevision": self.pod_revision,
+                               "startCommand": self.start_command,
                                "portForwardCommand": self.port_forward_command})

@@ -54,6 +54,7 @@ FAKE_KUBECONFIG = "apiVersion: v1\nkind: Config\nusers: [{name: kind, user: {cli
 FAKE_SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVATE KEY-----\n"
 # What a Deployment's ReplicaSet adds to its pods' names: the pod-template-hash and five random characters.
 FAKE_POD_SUFFIX = "-6d9c8f7b5d-x2kqp"
+FAKE_STATEFULSET_UID = "3f9a6c2e-7b1d-4e8a-9c0f-5d2b8e4a1c67"
 
 
 class MissingConfig(Exception):
@@ -125,6 +126,11 @@ def _fake_outputs(typ: str, name: str, inputs: dict, facts: SourceFacts) -> dict
     """Outputs a provider would add to its inputs, fixed to the walkthrough's values and the source's facts."""
     if typ == "docker:index/remoteImage:RemoteImage":
         return {"imageId": "sha256:" + hashlib.sha256(inputs["name"].encode()).hexdigest()}
+    if typ == "kubernetes:apps/v1:StatefulSet":
+        # The API server's uid, and the controller's revision of the pod template (its name and a hash).
+        template = hashlib.sha256(json.dumps(inputs["spec"]["template"], sort_keys=True, default=str).encode())
+        return {"metadata": {**inputs["metadata"], "uid": FAKE_STATEFULSET_UID},
+                "status": {"updateRevision": f"{inputs['metadata']['name']}-{template.hexdigest()[:10]}"}}
     if typ == "command:local:Command" and name.endswith("-prepare"):
         return {"stdout": f"{facts.commit}\n{facts.builder_image}\n"}
     if typ == "command:local:Command" and name.endswith("-make"):
