@@ -8,6 +8,7 @@ from components.config import load_config, local_folder
 from components.containerd_mirror import ContainerdMirror, ContainerdMirrorArgs
 from components.debug_image import DebugImage, DebugImageArgs
 from components.debugger import Debugger, DebuggerArgs
+from components.docker_daemon import require_docker
 from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
 from components.istio import Istio, IstioArgs
 from components.kind_cluster import KindCluster, KindClusterArgs
@@ -27,6 +28,10 @@ CLUSTER_NAMESPACE = "istio-proxy-debug"
 WORKSPACE_CLAIM = "workspace"
 
 config = load_config()
+if config.placement == "host":
+    # The host's containers, network and images go through pulumi-docker, whose provider fails with a page of
+    # traceback when no daemon answers, even in a preview: stop first with one line that says where and what to do.
+    require_docker()
 node_access = NodeAccess(
     config.node_access, ssh_user=config.ssh_user,
     ssh_private_key=pulumi.Output.secret(config.ssh_private_key) if config.ssh_private_key else None,
