@@ -7,7 +7,9 @@ with 200), 404 for what is not there, and an `x-goog-hash: crc32c=…,md5=…` h
 `md5=False`, as GCS does for composite objects; `stated_md5[name]` states another digest; crc32c is a dummy,
 nothing here checks it). Every request is recorded. Failures on demand: `cut[name] = n` sends the full
 Content-Length and drops the connection after n bytes of the body, once. `rate` (bytes/s) throttles bodies, for
-benchmarks of a user's link.
+benchmarks of a user's link and for progress reports. `unsized` names files served without a Content-Length (the
+body ends when the connection closes), as a server that states no size. A request records when its whole body was
+sent (`finished`, time.monotonic()).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Request:
     method: str
     path: str
     range: str | None
+    finished: float | None = None
 
 
 @dataclass
@@ -36,6 +39,7 @@ class Origin:
     md5: bool = True
     rate: float | None = None
     cut: dict[str, int] = field(default_factory=dict)
+    unsized: set[str] = field(default_factory=set)
     stated_md5: dict[str, bytes] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     # Loopback, or an address of a network namespace's link for clients behind it (containers of the tests'
@@ -55,7 +59,8 @@ class Origin:
                 self._serve(body=True)
 
             def _serve(self, body: bool) -> None:
-                origin.requests.append(Request(self.command, self.path, self.headers.get("Range")))
+                request = Request(self.command, self.path, self.headers.get("Range"))
+                origin.requests.append(request)
                 name = self.path.lstrip("/")
                 path = origin.root / name
                 if "/" in name or not path.is_file():
@@ -76,7 +81,11 @@ class Origin:
                     self.end_headers()
                     return
                 self.send_response(206 if start else 200)
-                self.send_header("Content-Length", str(size - start))
+                if name in origin.unsized:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(size - start))
                 self.send_header("ETag", etag)
                 self.send_header("Accept-Ranges", "bytes")
                 hashes = "crc32c=AAAAAA=="
@@ -87,10 +96,11 @@ class Origin:
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
                 self.end_headers()
-                if body:
-                    self._body(path, start, size, origin.cut.pop(name, None))
+                if body and self._body(path, start, size, origin.cut.pop(name, None)):
+                    request.finished = time.monotonic()
 
-            def _body(self, path: Path, start: int, size: int, cut_after: int | None) -> None:
+            def _body(self, path: Path, start: int, size: int, cut_after: int | None) -> bool:
+                """Sends the body (or its first `cut_after` bytes); whether all of it went out."""
                 end = size if cut_after is None else min(size, start + cut_after)
                 with path.open("rb") as f:
                     offset = start
@@ -104,14 +114,16 @@ class Origin:
                         try:
                             sent = self.connection.sendfile(f, offset, count)
                         except (BrokenPipeError, ConnectionResetError):
-                            return
+                            return False
                         if not sent:
-                            return
+                            return False
                         offset += sent
                 if cut_after is not None:
                     # Drop the connection mid-body: the client sees fewer bytes than Content-Length.
                     self.close_connection = True
                     self.connection.shutdown(2)
+                    return end == size
+                return True
 
             def log_message(self, *args) -> None:
                 pass

@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
+import re
 import shutil
 import subprocess
+import time
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -16,7 +21,7 @@ import pytest
 from components.prebuilt_envoy import parse_checkout_result, parse_fetch_result
 from tests.conftest import ROOT, evaluate, git, require_tool, resource, run_rendered
 from tests.http_origin import Origin, publish
-from tests.istio_envoy import ENVOY_REPOSITORY_NAME, build, envoy_origin, proxy_checkout
+from tests.istio_envoy import ENVOY_REPOSITORY_NAME, PublishedEnvoy, build, envoy_origin, proxy_checkout
 
 SHA = "d799381810ae54f1cccb2a9ae79d9c6191ca2c83"  # istio/proxy's commit of Istio 1.17.2
 OTHER_SHA = "e1222b5645a29ad3d02b280797ac1219dd88cfbc"  # 1.17.8's
@@ -170,6 +175,9 @@ def test_a_dwp_cut_off_in_transfer_is_resumed_by_the_next_run(rendered, bucket, 
         again = fetch(rendered, cache, origin.url)
         assert again.returncode == 0, again.stderr
         assert [(r.method, r.range) for r in origin.requests] == [("HEAD", None), ("GET", f"bytes={size // 3}-")]
+    # Progress counts the whole file, the kept part too: where the transfer broke off, and complete once resumed.
+    assert [p.percent for p in progress(done.stderr, f"{NAME}.dwp")][-1] == 33
+    assert [p.percent for p in progress(again.stderr, f"{NAME}.dwp")][-1] == 100
     assert (cache / SHA / "envoy.dwp").read_bytes() == envoy.dwp.read_bytes()
     assert kept(cache) == ["envoy", "envoy.dwp"]
 
@@ -261,6 +269,131 @@ def test_the_cache_survives_and_nothing_is_requested_even_with_the_server_gone(r
         assert fetch(rendered, cache, origin.url).returncode == 0
     again = fetch(rendered, cache, "http://127.0.0.1:9")  # the discard port: nothing answers there
     assert again.returncode == 0, again.stderr
+
+
+# --- progress ---------------------------------------------------------------------------------------------------
+
+# The throttled link: a download of about 12 s a file (the first MiB is sent at once), for a line every 5 s.
+RATE = 512 * 1024
+PAD = 7 << 20
+INTERVAL = 5.0
+UNITS = {"kB": 1e3, "MB": 1e6, "GB": 1e9}
+# "envoy-debug-<sha>.dwp: 412 MB of 1.9 GB (21 %), 103 MB/s", or without " of …" where no size is stated.
+PROGRESS = re.compile(r"(?P<file>envoy-debug-[0-9a-f]{40}\.(?:tar\.gz|dwp)): (?P<bytes>[0-9.]+ [kMG]B)"
+                      r"(?: of (?P<total>[0-9.]+ [kMG]B) \((?P<percent>[0-9]+) %\))?, (?P<rate>[0-9.]+ [kMG]B)/s")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress line: when it arrived (time.monotonic()), and what it says, in bytes."""
+
+    at: float
+    bytes: float
+    total: float | None
+    percent: int | None
+    rate: float
+
+
+def amount(text: str) -> float:
+    number, unit = text.split()
+    return float(number) * UNITS[unit]
+
+
+def progress(lines, file: str) -> list[Progress]:
+    """The progress lines about `file` among `lines` (text, or (arrival, line) pairs), in order."""
+    if isinstance(lines, str):
+        lines = [(0.0, line) for line in lines.splitlines()]
+    found = []
+    for at, line in lines:
+        match = PROGRESS.search(line)
+        if match and match["file"] == file:
+            found.append(Progress(at, amount(match["bytes"]), match["total"] and amount(match["total"]),
+                                  match["percent"] and int(match["percent"]), amount(match["rate"])))
+    return found
+
+
+def padded(envoy: PublishedEnvoy, folder: Path, elf: int, dwp: int) -> PublishedEnvoy:
+    """The synthetic Envoy made bigger by incompressible bytes after its ELF and its .dwp (readelf, lldb and the
+    script read both by their headers; the tail is never read), for a download that lasts."""
+    folder.mkdir()
+    noise = random.Random(0).randbytes(max(elf, dwp))
+    (folder / "envoy").write_bytes(envoy.elf.read_bytes() + noise[:elf])
+    (folder / "envoy.dwp").write_bytes(envoy.dwp.read_bytes() + noise[:dwp])
+    return PublishedEnvoy(elf=folder / "envoy", dwp=folder / "envoy.dwp", sandbox_root=envoy.sandbox_root)
+
+
+@dataclass
+class Streamed:
+    returncode: int
+    stdout: str
+    # Every stderr line with its arrival (time.monotonic()).
+    stderr: list[tuple[float, str]]
+
+
+def stream_rendered(inputs: dict, **values: str) -> Streamed:
+    """run_rendered, with stderr read line by line as it comes."""
+    assert set(values) <= set(inputs["environment"]), set(values) - set(inputs["environment"])
+    env = {**os.environ, **inputs["environment"], **values}
+    with subprocess.Popen(["bash", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=env, text=True) as process:
+        process.stdin.write(inputs["stdin"])
+        process.stdin.close()
+        lines = [(time.monotonic(), line.rstrip("\n")) for line in process.stderr]
+        # The key=value report is small: the pipe holds it until the script is done.
+        stdout = process.stdout.read()
+        returncode = process.wait(timeout=60)
+    return Streamed(returncode, stdout, lines)
+
+
+def test_a_slow_download_reports_each_files_progress_on_stderr_while_it_runs(rendered, envoy, tmp_path):
+    bucket = tmp_path / "bucket"
+    big = padded(envoy, tmp_path / "big", elf=PAD, dwp=PAD)
+    files = publish(bucket, SHA, big.elf, big.dwp)
+    cache = tmp_path / "cache"
+    with Origin(bucket, rate=RATE) as origin:
+        done = stream_rendered(rendered["fetch"], BASE_URL=origin.url, SHA=SHA, DEST_DIR=str(cache))
+    text = "\n".join(line for _, line in done.stderr)
+    assert done.returncode == 0, text
+    finished = {r.path: r.finished for r in origin.requests if r.method == "GET"}
+    for ext in ("tar.gz", "dwp"):
+        lines = progress(done.stderr, f"{NAME}.{ext}")
+        size = files[ext].stat().st_size
+        started = next(at for at, line in done.stderr if line == f"downloading {origin.url}/{NAME}.{ext}")
+        ended = finished[f"/{NAME}.{ext}"]
+        assert ended - started > 10, f"the throttled {ext} took {ended - started:.1f} s: too short to tell"
+        # Lines every INTERVAL while it downloads, the first well before the end, then one as it ends.
+        assert len(lines) >= 3, text
+        assert lines[0].at - started == pytest.approx(INTERVAL, abs=1.5), text
+        assert ended - lines[0].at > 4, text
+        gaps = [later.at - earlier.at for earlier, later in pairwise(lines[:-1])]
+        assert all(gap == pytest.approx(INTERVAL, abs=1.5) for gap in gaps), (gaps, text)
+        assert abs(lines[-1].at - ended) < 1.5, text
+        # What each says: more and more of the size the server states (in whole MB), all of it at the end, at
+        # about the link's rate (the first MiB comes at once).
+        assert all(line.total == pytest.approx(size, abs=1e6) for line in lines), text
+        assert [line.bytes for line in lines] == sorted({line.bytes for line in lines}), text
+        assert all(line.percent < 100 for line in lines[:-1]) and lines[-1].percent == 100, text
+        assert lines[-1].bytes == lines[-1].total, text
+        assert RATE * 0.8 < lines[-1].rate < RATE * 1.6, text
+    # stdout is still only the report the program parses.
+    assert parse_fetch_result(done.stdout).elf == str(cache / SHA / "envoy")
+    assert all(line.split("=", 1)[0] in {"elf", "dwp", "buildId", "compDirs", "sandboxRoots"}
+               for line in done.stdout.splitlines()), done.stdout
+
+    again = run_rendered(rendered["fetch"], BASE_URL="http://127.0.0.1:9", SHA=SHA, DEST_DIR=str(cache))
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == "", "a cached file is not downloaded: no progress, no line at all"
+
+
+def test_where_the_server_states_no_size_progress_says_the_bytes_so_far(rendered, bucket, tmp_path):
+    files = {ext: bucket / f"{NAME}.{ext}" for ext in ("tar.gz", "dwp")}
+    with Origin(bucket, unsized={path.name for path in files.values()}) as origin:
+        done = fetch(rendered, tmp_path / "cache", origin.url)
+    assert done.returncode == 0, done.stderr
+    for ext, path in files.items():
+        (last,) = progress(done.stderr, f"{NAME}.{ext}")
+        assert last.total is None and last.percent is None, done.stderr
+        assert last.bytes == pytest.approx(path.stat().st_size, abs=1e3), done.stderr
 
 
 # --- the Envoy checkout -----------------------------------------------------------------------------------------

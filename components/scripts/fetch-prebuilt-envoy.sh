@@ -9,6 +9,8 @@
 #   the .dwp against its size and, where the server states one, its MD5). A cut-off .dwp stays as a hidden
 #   .partial that the next run resumes (If-Range: a changed object restarts it); a bad one is removed.
 # - Cached by SHA: when both files are there, nothing is requested at all.
+# - Progress while a file downloads: a line on stderr every few seconds (Pulumi shows a command's output line by
+#   line, so no carriage-return bar), and one when its transfer ends.
 #
 # Then reads what the debugger needs from the files themselves and prints it on stdout, one key=value per line:
 # elf, dwp, buildId, compDirs (the compilation directories of the ELF's units, the most used first) and
@@ -40,6 +42,57 @@ digest() {
 }
 if command -v pigz >/dev/null; then inflate=(--use-compress-program=pigz); else inflate=(--gzip); fi
 
+# A line every progress_seconds: a GB takes minutes on a slow link, and Pulumi shows nothing else meanwhile.
+progress_seconds=5
+progress_fd=
+progress_pid=
+
+# "envoy-debug-<sha>.dwp: 412 MB of 1.9 GB (21 %), 103 MB/s": LABEL, the bytes there, the total (empty when the
+# server stated none), and the rate of the NEW bytes this run received in MICROSECONDS.
+progress_line() {
+  awk -v label="$1" -v bytes="$2" -v total="$3" -v new="$4" -v us="$5" '
+    function size(b) {
+      return b >= 1e9 ? sprintf("%.1f GB", b / 1e9) : b >= 1e6 ? sprintf("%d MB", b / 1e6) : sprintf("%d kB", b / 1e3)
+    }
+    BEGIN {
+      line = label ": " size(bytes)
+      if (total + 0 > 0) line = line sprintf(" of %s (%d %%)", size(total), 100 * bytes / total)
+      if (us > 0) line = line ", " size(new * 1e6 / us) "/s"
+      print line
+    }'
+}
+
+# Until its stdin closes: every progress_seconds, and once at the end, LABEL's progress on stderr, from the
+# "bytes total" that COMMAND prints; BASE bytes were there before (a resumed .partial).
+report_progress() {
+  local label=$1 base=$2 began status bytes total now
+  shift 2
+  began=${EPOCHREALTIME/[^0-9]/}
+  while true; do
+    # Nothing is ever written: the read ends by its timeout (status above 128) or by the end of the transfer.
+    read -r -t "$progress_seconds" && continue
+    status=$?
+    read -r bytes total <<<"$("$@")"
+    now=${EPOCHREALTIME/[^0-9]/}
+    progress_line "$label" "${bytes:-0}" "$total" $((${bytes:-0} - base)) $((now - began)) >&2
+    ((status > 128)) || break
+  done
+}
+
+# The reporter reads a pipe that only this script (and the transfer's processes) hold open: closed by
+# stop_progress, or by the kernel should the script die, so it never outlives the download.
+start_progress() {
+  exec {progress_fd}> >(report_progress "$@" 9>&-)
+  progress_pid=$!
+}
+stop_progress() {
+  [ -n "$progress_fd" ] || return 0
+  exec {progress_fd}>&-
+  wait "$progress_pid" || true
+  progress_fd=
+}
+trap stop_progress EXIT
+
 build_id_of() {
   LC_ALL=C readelf -n "$1" 2>/dev/null | awk '/Build ID:/ { print $3; exit }'
 }
@@ -66,6 +119,16 @@ fetch_small() {
   rm -f "$body"
 }
 
+# "bytes total" of the tar.gz in transfer: dd's last count (its records end in a carriage return), and the last
+# response's Content-Length (after redirects), if any yet.
+elf_received() {
+  local bytes total
+  bytes=$(tr '\r' '\n' <"$1/received" 2>/dev/null | awk '/ bytes / { n = $1 } END { print n + 0 }')
+  total=$(tr -d '\r' <"$1/headers" 2>/dev/null |
+    awk -F': *' '/^HTTP\// { n = "" } tolower($1) == "content-length" { n = $2 } END { print n }')
+  echo "$bytes $total"
+}
+
 fetch_elf() {
   local url="$BASE_URL/$name.tar.gz" expected work statuses got
   expected=$(fetch_small "$BASE_URL/$name.sha256" | awk '{ print $1; exit }')
@@ -79,10 +142,14 @@ fetch_elf() {
   { tar -x "${inflate[@]}" -f - -C "$work/tree" --no-same-owner 2>"$work/tar.err"
     echo $? >"$work/tar.status"; cat >/dev/null; } <"$work/stream" &
   local reader=$!
+  # The progress: the bytes dd counts on their way through, of the Content-Length curl dumps as it arrives.
+  start_progress "$name.tar.gz" 0 elf_received "$work"
   set +o pipefail
-  curl "${curl_options[@]}" --fail "$url" | tee "$work/stream" | digest sha256 >"$work/sha256"
+  curl "${curl_options[@]}" --fail --dump-header "$work/headers" "$url" |
+    LC_ALL=C dd bs=1M status=progress 2>"$work/received" | tee "$work/stream" | digest sha256 >"$work/sha256"
   statuses=("${PIPESTATUS[@]}")
   set -o pipefail
+  stop_progress
   wait "$reader" || true
   got=$(cat "$work/sha256")
   if [ "${statuses[0]}" != 0 ]; then
@@ -133,6 +200,11 @@ dwp_metadata() {
   printf 'url=%s\nsize=%s\netag=%s\nmd5=%s\n' "$url" "$size" "$etag" "$md5"
 }
 
+# "bytes total" of the .dwp in transfer: the .partial's size, of the size the server stated.
+dwp_received() {
+  echo "$(stat -c %s "$1" 2>/dev/null || echo 0) $2"
+}
+
 # Downloads the .dwp to a hidden .partial (resuming one of the same object), checks it and gives it its name.
 # Prints nothing on success; an interrupted transfer keeps the .partial and fails, a bad file is removed.
 fetch_dwp() {
@@ -159,6 +231,7 @@ fetch_dwp() {
   else
     echo "downloading $url" >&2
   fi
+  start_progress "$name.dwp" "$offset" dwp_received "$part" "$size"
   # The digest covers the kept prefix (read back once) and the rest as it arrives.
   set +o pipefail
   {
@@ -167,6 +240,7 @@ fetch_dwp() {
     echo "${PIPESTATUS[0]}" >"$part.status"
   } | digest md5 >"$part.md5"
   set -o pipefail
+  stop_progress
   status=$(cat "$part.status")
   got=$(cat "$part.md5")
   rm -f "$part.status" "$part.md5"
