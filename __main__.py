@@ -210,6 +210,7 @@ lldb_server = LldbServer(
         listen_all=config.lldb_server_listen_all,
         access=node_access,
         pod=target.pod_name,
+        namespace=config.namespace,
         # attach: the running Envoy; startup: istio-proxy's waiting process, in whose namespaces Envoy will run.
         process_name="envoy" if config.mode == "attach" else PROXY_WAIT_PROCESS,
         ports=config.debugger_ports,

@@ -1,9 +1,9 @@
 """S8: lldb-server on the target node, in the pod's UTS, PID and mount namespaces, on the node's network.
 
 The walkthrough's `nsenter -t $ENVOY_PID -u -p -m lldb-server platform --server --listen *:2159`, made
-repeatable: the process is found by the pod's hostname, the server takes connections from the debugger's
-address only, its gdbserver ports are pinned (components/debug_ports.py), it is detached with a pidfile so
-`pulumi up` returns, and the same pidfile stops it on delete. It runs again — delete before create — when the
+repeatable: the process is found by the pod's hostname and namespace, the server takes connections from the
+debugger's address only, its gdbserver ports are pinned (components/debug_ports.py), it is detached with a pidfile
+so `pulumi up` returns, and the same pidfile stops it on delete. It runs again — delete before create — when the
 pod's image, the pod (a new one of the same name too) or the debugger's address changes.
 
 `--listen <host>:<port>` is a client filter, not a bind address: for any host other than loopback LLDB's
@@ -39,10 +39,11 @@ def render_node_script(parameters: Mapping[str, str | int], *bodies: str) -> str
 LISTEN_ALL_ADDRESS = "0.0.0.0"
 
 
-def node_parameters(*, pod: str, process_name: str, debugger_address: str, listen_all: bool, ports: DebuggerPorts,
-                    instance: str) -> dict[str, str | int]:
+def node_parameters(*, pod: str, namespace: str, process_name: str, debugger_address: str, listen_all: bool,
+                    ports: DebuggerPorts, instance: str) -> dict[str, str | int]:
     return {
         "POD_NAME": pod,
+        "POD_NAMESPACE": namespace,
         "PROCESS_NAME": process_name,
         "LISTEN_ADDRESS": LISTEN_ALL_ADDRESS if listen_all else debugger_address,
         "LISTEN_ALL": "true" if listen_all else "false",
@@ -75,6 +76,7 @@ class LldbServerArgs:
     listen_all: bool
     access: NodeAccess
     pod: pulumi.Input[str]
+    namespace: str
     process_name: str
     ports: DebuggerPorts
     instance: str
@@ -96,7 +98,8 @@ class LldbServer(pulumi.ComponentResource):
         node_address = args.access.address(f"{name}-node-address", args.node, args.node_network, args.node_created,
                                            opts=child_options(self, opts))
         parameters = pulumi.Output.all(args.pod, args.debugger_address).apply(
-            lambda v: node_parameters(pod=v[0], process_name=args.process_name, debugger_address=v[1],
+            lambda v: node_parameters(pod=v[0], namespace=args.namespace, process_name=args.process_name,
+                                      debugger_address=v[1],
                                       listen_all=args.listen_all, ports=args.ports, instance=args.instance)
         )
         shell = args.access.root_shell(args.node)

@@ -28,7 +28,9 @@ from tests.conftest import evaluate, require_tool, resource
 from tests.lldb_session import compile_debuggee, lldb_environment, source_line
 
 POD = "fortio-server-0"  # the walkthrough's pod: StatefulSet fortio-server, replica 0
+NAMESPACE = "mark"  # the dev stack's namespace, which lldb-server-platform names
 ZTUNNEL_POD = "ztunnel-7xk2p"  # ambient mode's node proxy, a DaemonSet pod on every node
+ZTUNNEL_NAMESPACE = "istio-system"
 WAYPOINT = ("target=waypoint", "istioVersion=1.30.3")
 NODE = ["nodes=[\"127.0.0.1\"]", "targetNodeAddress=127.0.0.1", "registryHost=127.0.0.1"]
 # A second address of the node's netns, standing for a debugger that is not loopback.
@@ -101,14 +103,16 @@ def on_node(node: dict, command: str, stdin: str | None = None, timeout: float =
 
 
 @contextlib.contextmanager
-def pod(hostname: str, binaries: dict, *, with_lldb_server: bool = True, process: str = "envoy") -> Iterator[None]:
-    """A process tree in its own UTS, PID and mount namespaces, like a container of the pod."""
+def pod(hostname: str, binaries: dict, *, with_lldb_server: bool = True, process: str = "envoy",
+        namespace: str = NAMESPACE) -> Iterator[None]:
+    """A process tree in its own UTS, PID and mount namespaces, like istio-proxy's container of the pod: its
+    environment names the pod's namespace, as Istio's injector gives it (POD_NAMESPACE)."""
     mount = ""
     if with_lldb_server:
         mount = (f"mount -t tmpfs tmpfs /opt && mkdir -p {os.path.dirname(IMAGE_LLDB_SERVER)} && "
                  f"cp -a {binaries['image_bin']}/. {os.path.dirname(IMAGE_LLDB_SERVER)}/ && ")
     run = str(binaries["envoy"]) if process == "envoy" else "sleep infinity"
-    script = f"hostname {hostname} && {mount}{{ {run} & }} && wait"
+    script = f"hostname {hostname} && {mount}{{ POD_NAMESPACE={namespace} {run} & }} && wait"
     proc = subprocess.Popen(["unshare", "--uts", "--pid", "--mount", "--mount-proc", "--kill-child", "--",
                              "bash", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -128,17 +132,19 @@ def children(pid: int, name: str) -> list[int]:
     return [int(p) for p in done.stdout.split()]
 
 
-# A container: its name, whether its root has the debug image's lldb-server, and its processes in start order.
-Container = tuple[str, bool, tuple[str, ...]]
-PROXY: Container = ("istio-proxy", True, ("envoy",))
+# A container: its name, whether its root has the debug image's lldb-server, its processes in start order, and
+# whether its environment names the pod's namespace (POD_NAMESPACE: Istio gives it to istio-proxy and ztunnel).
+Container = tuple[str, bool, tuple[str, ...], bool]
+PROXY: Container = ("istio-proxy", True, ("envoy",), True)
 # The app image's own root: no lldb-server in it, whatever the node has at that path; `sleep infinity` and a decoy.
-APP: Container = ("main-app", False, ("sleep", "envoy"))
+APP: Container = ("main-app", False, ("sleep", "envoy"), False)
 # A decoy beside ztunnel, with an lldb-server in its root: only the hostname tells it from the target's.
-ZTUNNEL: Container = ("ztunnel", True, ("ztunnel", "envoy"))
+ZTUNNEL: Container = ("ztunnel", True, ("ztunnel", "envoy"), True)
 
 
 @contextlib.contextmanager
-def sandboxed_pod(hostname: str, binaries: dict, containers: list[Container]) -> Iterator[dict[str, dict[str, int]]]:
+def sandboxed_pod(hostname: str, binaries: dict, containers: list[Container],
+                  namespace: str = NAMESPACE) -> Iterator[dict[str, dict[str, int]]]:
     """The pod as containerd runs it without shareProcessNamespace: a sandbox whose pause process holds the
     pod's UTS namespace (hostname = pod name), and containers, started in the order given, that join it but
     each have their own PID and mount namespaces. A sidecar pod is [APP, PROXY]: only istio-proxy's has the
@@ -147,10 +153,12 @@ def sandboxed_pod(hostname: str, binaries: dict, containers: list[Container]) ->
     container's node pids by process name."""
     image = os.path.dirname(IMAGE_LLDB_SERVER)
 
-    def script(lldb_server: bool, processes: tuple[str, ...]) -> str:
+    def script(lldb_server: bool, processes: tuple[str, ...], knows_namespace: bool) -> str:
         copy = f" && mkdir -p {image} && cp -a {binaries['image_bin']}/. {image}/" if lldb_server else ""
+        environment = f"export POD_NAMESPACE={namespace} && " if knows_namespace else ""
         run = [str(binaries["envoy"]) if p == "envoy" else f"{binaries.get(p, p)} infinity" for p in processes]
-        return f"mount -t tmpfs tmpfs /opt{copy} && " + "".join(f"{{ {r} & }} && " for r in run) + "wait"
+        return (f"{environment}mount -t tmpfs tmpfs /opt{copy} && " + "".join(f"{{ {r} & }} && " for r in run)
+                + "wait")
 
     started: list[subprocess.Popen] = []
     found: dict[str, dict[str, int]] = {}
@@ -171,10 +179,10 @@ def sandboxed_pod(hostname: str, binaries: dict, containers: list[Container]) ->
     try:
         start("sandbox", ["unshare", "--uts", "--pid", "--mount", "--mount-proc", "--kill-child", "--", "bash", "-c",
                           f"hostname {hostname} && {{ {binaries['pause']} infinity & }} && wait"], ["pause"])
-        for name, lldb_server, processes in containers:
+        for name, lldb_server, processes, knows_namespace in containers:
             start(name, ["nsenter", "-t", str(found["sandbox"]["pause"]), "-u", "--",
                          "unshare", "--pid", "--mount", "--mount-proc", "--kill-child", "--", "bash", "-c",
-                         script(lldb_server, processes)], list(processes))
+                         script(lldb_server, processes, knows_namespace)], list(processes))
         yield found
     finally:
         # Killing a PID namespace's init kills the rest of the namespace before the init itself exits; unshare
@@ -197,7 +205,8 @@ def sandboxed_pod(hostname: str, binaries: dict, containers: list[Container]) ->
 def ambient_node(binaries: dict) -> Iterator[dict[str, dict[str, dict[str, int]]]]:
     """The rest of an ambient node with a waypoint target: the app's pod without a sidecar (its own process and
     a decoy envoy, no lldb-server), and ztunnel's pod (`ztunnel`, and a decoy envoy with an lldb-server)."""
-    with sandboxed_pod(POD, binaries, [APP]) as app, sandboxed_pod(ZTUNNEL_POD, binaries, [ZTUNNEL]) as ztunnel:
+    with sandboxed_pod(POD, binaries, [APP]) as app, \
+            sandboxed_pod(ZTUNNEL_POD, binaries, [ZTUNNEL], ZTUNNEL_NAMESPACE) as ztunnel:
         yield {"app": app, "ztunnel": ztunnel}
 
 
@@ -447,8 +456,24 @@ def test_no_envoy_in_the_pod_is_named(node, binaries):
     with pod("other-pod-0", binaries):
         done = create(node, inputs)
     assert done.returncode == 1
-    assert f"no envoy process with hostname {POD} on this node" in done.stderr
-    assert "(other-pod-0)" in done.stderr, "says what it found instead"
+    assert f"no envoy process of pod {NAMESPACE}/{POD} on this node" in done.stderr
+    assert f"({NAMESPACE}/other-pod-0)" in done.stderr, "says what it found instead"
+
+
+def test_a_pod_of_the_same_name_in_another_namespace_is_left_alone(node, binaries):
+    """Two developers' stacks, each with its fortio-server-0 in its own namespace, on one node: the server
+    attaches to the stack's own pod's envoy, and with only the other's running it says what it found."""
+    inputs, outputs = rendered()
+    with pod(POD, binaries, namespace="grace"):
+        done = create(node, inputs)
+        assert done.returncode == 1
+        assert f"no envoy process of pod {NAMESPACE}/{POD} on this node" in done.stderr, done.stderr
+        assert f"(grace/{POD})" in done.stderr, "says what it found instead"
+        with pod(POD, binaries):
+            ours = [pid for pid in pids("envoy") if in_uts(pid, POD) and f"POD_NAMESPACE={NAMESPACE}".encode()
+                    in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")]
+            assert len(ours) == 1
+            create_and_attach(node, inputs, outputs, binaries, ours[0])
 
 
 def test_two_envoys_with_the_pods_hostname_are_refused(node, binaries):
@@ -456,7 +481,7 @@ def test_two_envoys_with_the_pods_hostname_are_refused(node, binaries):
     with pod(POD, binaries), pod(POD, binaries):
         done = create(node, inputs)
     assert done.returncode == 1
-    assert f"several envoy processes with hostname {POD}" in done.stderr
+    assert f"several envoy processes of pod {NAMESPACE}/{POD}" in done.stderr
 
 
 def test_a_pod_without_the_debug_images_lldb_server_is_named(node, binaries):

@@ -8,7 +8,8 @@
 # shellcheck disable=SC2154 # pidfile, logfile and stop_lldb_server come from lldb-server-stop.sh
 set -euo pipefail
 
-: "${POD_NAME:?}" "${PROCESS_NAME:?}" "${LISTEN_ADDRESS:?}" "${PLATFORM_PORT:?}" "${STATE_DIR:?}" "${INSTANCE:?}"
+: "${POD_NAME:?}" "${POD_NAMESPACE:?}" "${PROCESS_NAME:?}" "${LISTEN_ADDRESS:?}" "${PLATFORM_PORT:?}" "${STATE_DIR:?}"
+: "${INSTANCE:?}"
 : "${GDBSERVER_ARGS:?}" "${GDBSERVER_ARGS_BEFORE_LLDB20:?}" "${LLDB_SERVER:?}" "${LISTEN_ALL:?}"
 
 die() {
@@ -26,17 +27,25 @@ case "$LISTEN_ADDRESS" in
     ;;
 esac
 
-# The pod's process: named PROCESS_NAME, in a UTS namespace whose hostname is the pod's, and running
-# from the debug image (the pod's other containers share its hostname but not its lldb-server).
+# The pod's process: named PROCESS_NAME, in a UTS namespace whose hostname is the pod's, with the pod's
+# namespace in its environment (Istio gives istio-proxy POD_NAMESPACE, and pilot-agent passes its environment
+# on to Envoy: pods of one name in two namespaces, two developers' stacks, may share a node), and running from
+# the debug image (the pod's other containers share its hostname but not its lldb-server).
 in_pod=()
 elsewhere=()
 for pid in $(pgrep -x "$PROCESS_NAME" || true); do
   # uname (coreutils) rather than hostname, which newer Debian (kind's node image) no longer always has.
   host=$(nsenter -t "$pid" -u uname -n 2>/dev/null) || continue
-  if [ "$host" = "$POD_NAME" ]; then in_pod+=("$pid"); else elsewhere+=("$pid ($host)"); fi
+  namespace=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^POD_NAMESPACE=//p' | head -n1 || true)
+  if [ "$host" = "$POD_NAME" ] && [ "$namespace" = "$POD_NAMESPACE" ]; then
+    in_pod+=("$pid")
+  else
+    elsewhere+=("$pid (${namespace:-no namespace}/$host)")
+  fi
 done
 if [ ${#in_pod[@]} -eq 0 ]; then
-  die "no $PROCESS_NAME process with hostname $POD_NAME on this node; $PROCESS_NAME processes found: ${elsewhere[*]:-none}"
+  die "no $PROCESS_NAME process of pod $POD_NAMESPACE/$POD_NAME on this node (hostname $POD_NAME, POD_NAMESPACE" \
+    "$POD_NAMESPACE); $PROCESS_NAME processes found: ${elsewhere[*]:-none}"
 fi
 targets=()
 for pid in "${in_pod[@]}"; do
@@ -46,7 +55,8 @@ if [ ${#targets[@]} -eq 0 ]; then
   die "$PROCESS_NAME in $POD_NAME (pid ${in_pod[*]}) has no $LLDB_SERVER: does the pod run the debug image?"
 fi
 if [ ${#targets[@]} -gt 1 ]; then
-  die "several $PROCESS_NAME processes with hostname $POD_NAME and lldb-server: pids ${targets[*]}; expected one"
+  die "several $PROCESS_NAME processes of pod $POD_NAMESPACE/$POD_NAME with lldb-server: pids ${targets[*]};" \
+    "expected one"
 fi
 target=${targets[0]}
 
