@@ -7,7 +7,9 @@ listens on the root side of that pair (tests/forward_proxy.py): the docker clien
 (DOCKER_CONFIG) hands it to every build and container as http_proxy, as Docker documents for hosts behind a
 proxy. A dockerd that is already serving the default socket is used as it is and left running; the tests
 use the `ci` stack's names (suffixed `-ci`), never the walkthrough's, so a developer's own containers on
-that engine are not touched.
+that engine are not touched. Its runtime is Debian's runc behind tests/runc_within_bounds.py, which keeps
+a privileged container's capabilities within this machine's own bounding set, so the stack's privileged
+debugger starts here as it would on a developer's machine.
 
 No image can be pulled here: `base_image` makes a Debian bookworm root with debootstrap (from Debian's own
 archive, cached under .cache/) and imports it under the name an image of the stack asks for — a stand-in,
@@ -42,6 +44,8 @@ RUNTIME = Path("/run/ipd-docker")
 # buildx plugin first on PATH, with which DOCKER_BUILDKIT=1 fails.
 CLIENT = "/usr/bin/docker"
 STAND_IN_LABEL = "istio-proxy-debug.stand-in"
+# The engine's runtime: Debian's runc, with a container's capabilities kept within this machine's bounding set.
+RUNTIME_NAME = "runc-within-bounds"
 
 
 @dataclass
@@ -123,7 +127,10 @@ def engine() -> Iterator[Engine]:
         daemon = subprocess.Popen(
             # nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup mounts dockerd needs.
             ["nsenter", f"--net=/run/netns/{NETNS}", "dockerd", f"--host=unix://{SOCKET}",
-             f"--pidfile={RUNTIME}/pid", f"--exec-root={RUNTIME}/exec", f"--data-root={CACHE / 'data'}"],
+             f"--pidfile={RUNTIME}/pid", f"--exec-root={RUNTIME}/exec", f"--data-root={CACHE / 'data'}",
+             # Privileged containers (the stack's debugger) start on a machine that withholds a capability.
+             f"--add-runtime={RUNTIME_NAME}={ROOT / 'tests' / 'runc_within_bounds.py'}",
+             f"--default-runtime={RUNTIME_NAME}"],
             stdout=log, stderr=subprocess.STDOUT)
         stack.callback(stop, daemon)
         deadline = time.monotonic() + 60
@@ -281,11 +288,12 @@ def build_and_push(engine: Engine, evaluation: dict, context: Path, **env: str) 
 
 
 if __name__ == "__main__":
+    import signal
+
+    # A background job ignores SIGINT: SIGTERM stops it as cleanly.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with engine() as running:
-        print(f"the tests' Docker engine serves {SOCKET} (published ports at {running.address}); ^C stops it",
-              flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
+        print(f"the tests' Docker engine serves {SOCKET} (published ports at {running.address}); ^C or SIGTERM "
+              "stops it", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()

@@ -1,10 +1,8 @@
 """The lab's node scripts on a kind node stand-in, with the real Docker engine (tests/docker_engine.py).
 
 The `lab` stack (cluster: kind, nodeAccess docker) is evaluated under mocks, and every command it renders
-runs as rendered: nothing here re-renders a script. The node is a container as kind makes one: privileged
-(privileged_flags()), on a user-defined network, running Debian's containerd on kind's containerd config
-(version 2, plus the stack's own `containerdConfigPatches`), with its containerd root on a volume. Its
-firewall drops inbound TCP except on the stack's `debuggerPorts`. On the same network: the stack's registry
+runs as rendered: nothing here re-renders a script. The node is tests/kind_node.py's stand-in of a kind node;
+its firewall drops inbound TCP except on the stack's `debuggerPorts`. On the same network: the stack's registry
 container and its debugger container, each named as the stack names them.
 
 What it proves:
@@ -26,55 +24,25 @@ import os
 import re
 import shlex
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-import yaml
 
 from components.debug_image import pull_reference
-from components.kind_cluster import CERTS_DIR, kind_config
+from components.kind_cluster import CERTS_DIR
 from components.lldb_server import IMAGE_LLDB_SERVER, STATE_DIR
 from tests.conftest import evaluate, require_tool, resource
-from tests.docker_engine import BOOKWORM, Engine, base_image, build_id, engine, registry_stand_in, run_args
+from tests.docker_engine import Engine, base_image, build_id, engine, registry_stand_in, run_args
+from tests.kind_node import Pod, firewall, lldb_in, pull, start_node, start_pod
 from tests.lldb_session import compile_debuggee, source_line
 from tests.mock_stack import FAKE_IMAGE_DIGEST, PREBUILT_BUILD_ID, WALKTHROUGH_ENVOY_PID
-from tests.test_docker_engine import command_of, container_args, privileged_flags, workspace_folders
+from tests.test_docker_engine import command_of, container_args, workspace_folders
 
 # The stack's Docker network for its node, registry and debugger (nodeNetwork): the test's own, not `kind`.
 NETWORK = "ipd-kind-test"
 # Every container and network the test makes carries it: one without it is someone else's, and left alone.
 LABEL = "istio-proxy-debug.test=kind-node"
-NODE_IMAGE = "istio-proxy-debug-stand-in/kind-node:bookworm"
-# kind's base image packages what the node scripts use (images/base/Dockerfile: iptables, iproute2,
-# util-linux, procps, bash); containerd is Debian's here, kind builds its own.
-NODE_IMAGE_DOCKERFILE = f"""FROM {BOOKWORM}
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \\
-      containerd iptables iproute2 util-linux procps \\
- && rm -rf /var/lib/apt/lists/* \\
- && cp /bin/sleep /usr/local/bin/pause
-COPY config.toml /etc/containerd/config.toml
-"""
-# kind's own containerd config (images/base/files/etc/containerd/config.toml), less what needs kind's files
-# (its base runtime spec, fuse-overlayfs, systemd cgroups); the stack's patches are appended to it.
-KIND_BASE_CONTAINERD_CONFIG = """version = 2
-
-[plugins."io.containerd.grpc.v1.cri".containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "registry.k8s.io/pause:3.10"
-  tolerate_missing_hugepages_controller = true
-  restrict_oom_score_adj = false
-"""
-# Where the node mounts the pulled debug image for the pod's istio-proxy container (its root).
-POD_ROOT = "/run/ipd-test/istio-proxy-rootfs"
-
-
 # --- the engine, the stack and its containers ---------------------------------------------------------------
 
 
@@ -179,50 +147,19 @@ def registry(docker: Engine, lab: dict, network: dict, tmp_path_factory):
     docker.docker("rm", "--force", inputs["name"], check=False)
 
 
-def node_config() -> str:
-    """kind's containerd config with the stack's containerdConfigPatches, as kind merges them (appended: the
-    patch's table is not in the base config)."""
-    patches = yaml.safe_load(kind_config())["containerdConfigPatches"]
-    return KIND_BASE_CONTAINERD_CONFIG + "".join("\n" + patch for patch in patches)
-
-
 @pytest.fixture(scope="module")
 def node(docker: Engine, lab: dict, network: dict, tmp_path_factory):
-    """The kind node stand-in, named as the stack names it, at the address the stack connects to; containerd
-    runs as its main process, its root on a volume (kind puts /var on one), and its firewall is up."""
-    context = tmp_path_factory.mktemp("node-image")
-    base_image(docker, BOOKWORM)
-    (context / "config.toml").write_text(node_config())
-    (context / "Dockerfile").write_text(NODE_IMAGE_DOCKERFILE)
-    docker.docker("build", "--tag", NODE_IMAGE, str(context))
+    """The kind node stand-in, named as the stack names it, at the address the stack connects to, its firewall up:
+    inbound TCP only on the stack's debuggerPorts, so the attach proves that lldb needs no other port."""
     name = node_name(lab)
     claim(docker, "container", name)
-    docker.docker("run", "--detach", "--name", name, "--hostname", name, "--label", LABEL, "--init",
-                  *privileged_flags(), "--network", NETWORK, "--ip", node_address(lab),
-                  # The engine's client config hands every container the test's forward proxy (for Debian's
-                  # archive); the node reaches the registry directly, as a kind node without a proxy does.
-                  "--env", "HTTP_PROXY=", "--env", "http_proxy=",
-                  "--volume", "/var/lib/containerd", NODE_IMAGE, "containerd")
     try:
-        deadline = time.monotonic() + 60
-        while on_node(docker, lab, "ctr", "version", check=False).returncode != 0:
-            assert time.monotonic() < deadline, docker.docker("logs", name).stderr[-3000:]
-            time.sleep(0.2)
-        firewall(docker, lab)
+        start_node(docker, name, NETWORK, tmp_path_factory.mktemp("node-image"), "--label", LABEL,
+                   "--ip", node_address(lab))
+        firewall(docker, name, lab["outputs"]["debuggerPorts"])
         yield name
     finally:
         docker.docker("rm", "--force", "--volumes", name, check=False)
-
-
-def firewall(docker: Engine, lab: dict) -> None:
-    """Inbound TCP to the node only on debuggerPorts (and replies to what the node opened itself): the
-    attach then proves that lldb needs no other port."""
-    ports = ",".join(str(p) for p in lab["outputs"]["debuggerPorts"])
-    for rule in (["-i", "lo", "-j", "ACCEPT"],
-                 ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
-                 ["-p", "tcp", "-m", "multiport", "--dports", ports, "-j", "ACCEPT"],
-                 ["-p", "tcp", "-j", "DROP"]):
-        on_node(docker, lab, "iptables", "-A", "INPUT", *rule)
 
 
 def host_path(container: dict, path: str) -> Path:
@@ -287,19 +224,13 @@ def hosts_toml(lab: dict) -> str:
     return f"{CERTS_DIR}/{lab['outputs']['registryPullAddress']}/hosts.toml"
 
 
-def pull(docker: Engine, lab: dict, reference: str) -> subprocess.CompletedProcess:
-    """containerd on the node pulls `reference` with the hosts folder kind's config names (no --plain-http)."""
-    return on_node(docker, lab, "ctr", "--namespace", "k8s.io", "images", "pull", "--hosts-dir", CERTS_DIR,
-                   reference, check=False)
-
-
 @pytest.fixture(scope="module")
 def mirrored(docker: Engine, lab: dict, node: str, registry: dict, debug_image: dict) -> dict:
     """A pull before the stack's containerd-mirror command, the command as rendered, and the pull after it."""
     inputs = inputs_of(lab, f"containerd-mirror-{node}")
-    before = pull(docker, lab, debug_image["reference"])
+    before = pull(docker, node, debug_image["reference"])
     created = sh(docker, inputs["create"], inputs["stdin"])
-    after = pull(docker, lab, debug_image["reference"]) if created.returncode == 0 else None
+    after = pull(docker, node, debug_image["reference"]) if created.returncode == 0 else None
     return {"inputs": inputs, "before": before, "created": created, "after": after}
 
 
@@ -333,7 +264,7 @@ def test_the_mirror_delete_as_rendered_removes_hosts_toml_and_the_pull_fails_aga
     deleted = sh(docker, mirrored["inputs"]["delete"])
     assert deleted.returncode == 0, deleted.stderr
     assert on_node(docker, lab, "test", "-e", hosts_toml(lab), check=False).returncode != 0, "hosts.toml is gone"
-    assert pull(docker, lab, debug_image["reference"]).returncode != 0
+    assert pull(docker, node_name(lab), debug_image["reference"]).returncode != 0
     # Put back for the tests after this one (the pod runs from what the node pulled; nothing pulls again).
     again = sh(docker, mirrored["inputs"]["create"], mirrored["inputs"]["stdin"])
     assert again.returncode == 0, again.stderr
@@ -348,65 +279,28 @@ def test_the_node_address_command_prints_the_address_the_stack_connects_to(docke
     assert done.stdout.strip() == node_address(lab)
 
 
-def node_pids(docker: Engine, lab: dict, name: str) -> list[int]:
-    done = on_node(docker, lab, "pgrep", "-x", name, check=False)
-    return [int(p) for p in done.stdout.split()]
-
-
-def wait_for(docker: Engine, lab: dict, name: str, count: int = 1) -> list[int]:
-    deadline = time.monotonic() + 30
-    while len(found := node_pids(docker, lab, name)) < count:
-        assert time.monotonic() < deadline, f"no {name} process started on the node"
-        time.sleep(0.1)
-    return found
-
-
 @pytest.fixture(scope="module")
-def pod(docker: Engine, lab: dict, node: str, mirrored: dict, debug_image: dict) -> dict:
-    """The pod as containerd runs it, on the node: a sandbox whose pause process holds the pod's UTS
-    namespace (hostname = podName), and istio-proxy joining it with its own PID and mount namespaces, its
-    root the debug image the node pulled (mounted writable, as a container's is). Its envoy gets the pid
-    the stack's mocks reported for the walkthrough's (the platform command must print it)."""
+def pod(docker: Engine, lab: dict, node: str, mirrored: dict, debug_image: dict) -> Pod:
+    """The pod as containerd runs it, on the node (tests/kind_node.py), from the image the node pulled; its envoy
+    gets the pid the stack's mocks reported for the walkthrough's (the platform command must print it)."""
     assert mirrored["after"] is not None and mirrored["after"].returncode == 0, "the node has not pulled the image"
-    name = node_name(lab)
-    on_node(docker, lab, "mkdir", "-p", POD_ROOT)
-    on_node(docker, lab, "ctr", "--namespace", "k8s.io", "images", "mount", "--rw", debug_image["reference"],
-            POD_ROOT)
-    hostname = lab["outputs"]["podName"]
-    docker.docker("exec", "--detach", name, "unshare", "--uts", "--pid", "--mount", "--mount-proc", "--fork",
-                  "--kill-child", "--", "bash", "-c", f"hostname {shlex.quote(hostname)} && exec pause infinity")
-    [pause] = wait_for(docker, lab, "pause")
-    # Into the image's root as runc does it (pivot_root . . then detach the old root); then fork until the
-    # next pid is the wanted one, and start envoy.
-    container = f"""set -e
-mount --make-rprivate /
-cd {POD_ROOT}
-mount -t proc proc proc
-mount --rbind /dev dev
-pivot_root . .
-umount -l .
-cd /
-while :; do /bin/true & wait $!; [ "$!" -lt {WALKTHROUGH_ENVOY_PID - 1} ] || break; done
-/usr/local/bin/envoy &
-wait
-"""
-    docker.docker("exec", "--detach", name, "nsenter", "-t", str(pause), "-u", "--", "unshare", "--pid", "--mount",
-                  "--fork", "--kill-child", "--", "bash", "-c", container)
-    [envoy] = wait_for(docker, lab, "envoy")
-    return {"pause": pause, "envoy": envoy}
+    [namespace] = re.findall(r"^POD_NAMESPACE='([^']*)'$", inputs_of(lab, "lldb-server-platform")["stdin"],
+                             flags=re.MULTILINE)
+    return start_pod(docker, node, namespace, lab["outputs"]["podName"], debug_image["reference"],
+                     WALKTHROUGH_ENVOY_PID)
 
 
 def test_the_pods_envoy_runs_from_the_pulled_image_in_its_own_namespaces(docker, lab, pod):
     def ns(pid: int, kind: str) -> str:
         return on_node(docker, lab, "readlink", f"/proc/{pid}/ns/{kind}").stdout.strip()
 
-    assert ns(pod["envoy"], "uts") == ns(pod["pause"], "uts") != ns(1, "uts")
+    assert ns(pod.envoy, "uts") == ns(pod.pause, "uts") != ns(1, "uts")
     for kind in ("pid", "mnt"):
-        assert len({ns(pod["envoy"], kind), ns(pod["pause"], kind), ns(1, kind)}) == 3, kind
-    status = on_node(docker, lab, "cat", f"/proc/{pod['envoy']}/status").stdout
+        assert len({ns(pod.envoy, kind), ns(pod.pause, kind), ns(1, kind)}) == 3, kind
+    status = on_node(docker, lab, "cat", f"/proc/{pod.envoy}/status").stdout
     assert next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1] == str(
         WALKTHROUGH_ENVOY_PID)
-    assert on_node(docker, lab, "test", "-x", f"/proc/{pod['envoy']}/root{IMAGE_LLDB_SERVER}",
+    assert on_node(docker, lab, "test", "-x", f"/proc/{pod.envoy}/root{IMAGE_LLDB_SERVER}",
                    check=False).returncode == 0
     assert on_node(docker, lab, "test", "-e", IMAGE_LLDB_SERVER, check=False).returncode != 0, (
         "the node itself has no lldb-server: the one that runs is the image's")
@@ -416,13 +310,6 @@ def server_log(docker: Engine, lab: dict) -> str:
     """What lldb-server printed on the node (the start script's log, until the delete removes it)."""
     done = on_node(docker, lab, "sh", "-c", f"cat {STATE_DIR}/lldb-server-*.log", check=False)
     return f"lldb-server's log on the node:\n{done.stdout}{done.stderr}"
-
-
-def lldb_in_debugger(docker: Engine, debugger: dict, commands: list[str]) -> str:
-    args = [a for command in commands for a in ("-o", command)]
-    done = docker.docker("exec", debugger["name"], "lldb", "--batch", "--no-lldbinit", *args, check=False,
-                         timeout=300)
-    return done.stdout + done.stderr
 
 
 def handshake(docker: Engine, container: str, address: str, port: int) -> str:
@@ -446,10 +333,10 @@ def test_lldb_attaches_with_the_stacks_commands_through_only_the_debugger_ports(
     assert started.returncode == 0, f"exit {started.returncode}: {started.stderr}"
     try:
         assert started.stdout.strip().splitlines()[-1] == str(WALKTHROUGH_ENVOY_PID), started.stdout
-        assert f"(node pid {pod['envoy']})" in started.stderr, started.stderr
+        assert f"(node pid {pod.envoy})" in started.stderr, started.stderr
         commands = outputs["lldbCommands"].splitlines()
         assert f"process attach --pid {WALKTHROUGH_ENVOY_PID}" in commands
-        transcript = lldb_in_debugger(docker, debugger, [*commands, "bt", "detach"])
+        transcript = lldb_in(docker, debugger["name"], [*commands, "bt", "detach"])
         explained = f"{transcript}\n{server_log(docker, lab)}"
         assert "error:" not in transcript, explained
         assert f"Process {WALKTHROUGH_ENVOY_PID} stopped" in transcript, explained
