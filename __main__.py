@@ -1,5 +1,6 @@
 """istio-proxy-debug: remote source-level debugging of Envoy in an Istio sidecar, waypoint or gateway, as one stack."""
 
+import signal
 
 import pulumi
 
@@ -27,6 +28,9 @@ from components.workspace import Workspace, WorkspaceArgs, WorkspaceVolume, Work
 CLUSTER_NAMESPACE = "istio-proxy-debug"
 WORKSPACE_CLAIM = "workspace"
 
+# Ctrl-C in the developer's terminal reaches every process of the CLI, this program too: the CLI cancels the update
+# and ends the program itself, which would otherwise print a page of KeyboardInterrupt traceback.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 config = load_config()
 if config.placement == "host":
     # The host's containers, network and images go through pulumi-docker, whose provider fails with a page of
