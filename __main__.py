@@ -4,7 +4,7 @@ import signal
 
 import pulumi
 
-from components.builder import Builder, BuilderArgs, builder_image
+from components.builder import Builder, BuilderArgs, pinned_builder_image
 from components.config import load_config, local_folder
 from components.containerd_mirror import ContainerdMirror, ContainerdMirrorArgs
 from components.debug_image import DebugImage, DebugImageArgs
@@ -125,7 +125,8 @@ else:
         "builder",
         BuilderArgs(
             placement=placement,
-            image=workspace.builder_image.apply(lambda pinned: builder_image(config.builder_image, pinned)),
+            # builderImage needs no checkout: the builder (a pull of many GB) need not wait for the clone.
+            image=config.builder_image or workspace.builder_image.apply(pinned_builder_image),
             container_name=config.physical_name("istio-proxy-builder"),
             network_name=network_name,
         ),

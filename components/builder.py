@@ -49,10 +49,8 @@ def builder_statefulset(placement: Placement, image: str) -> dict:
     return placement.one_pod_workload("StatefulSet", BUILDER_NAME, [container], serviceName=BUILDER_NAME)
 
 
-def builder_image(configured: str | None, pinned: str | None) -> str:
-    """builderImage when set, else the image the istio/proxy checkout pins."""
-    if configured:
-        return configured
+def pinned_builder_image(pinned: str | None) -> str:
+    """The image the istio/proxy checkout pins: the builder's when builderImage is not set."""
     if not pinned:
         raise pulumi.RunError("builder: the istio/proxy checkout pins no builder image (common/scripts/setup_env.sh "
                               "has no IMAGE_VERSION); set builderImage")
