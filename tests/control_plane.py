@@ -178,3 +178,32 @@ metadata:
   annotations:
     kwok.x-k8s.io/node: fake
 """
+
+
+def stand_in_storage_class(plane: ControlPlane, name: str, capacity: str) -> str:
+    """A StorageClass no provisioner serves (kubernetes.io/no-provisioner, binding at once) and one ReadWriteMany
+    PersistentVolume of it, made beforehand as an administrator makes static volumes: the controller-manager's
+    volume binder binds the first claim of that class that fits. No container runs under KWOK, so nothing ever
+    mounts the volume's hostPath. Returns the volume's name."""
+    volume = f"{name}-0"
+    plane.kubectl("apply", "-f", "-", stdin=f"""apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: {name}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: Immediate
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: {volume}
+spec:
+  storageClassName: {name}
+  capacity:
+    storage: {capacity}
+  accessModes: [ReadWriteMany]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath:
+    path: /var/lib/{volume}
+""")
+    return volume
