@@ -378,7 +378,7 @@ def test_the_secrets_are_nowhere_in_plain_text(lifecycle):
     assert {"preview", "up", "destroy", "stack export", "stack output"} <= commands, commands
 
 
-def test_the_scan_finds_a_password_set_without_secret(tmp_path):
+def test_the_scan_finds_a_password_set_with_plaintext(tmp_path):
     bin_dir = toolchain_bin()
     project = user_project(tmp_path / "clone")
     pulumi = RecordingPulumi(Pulumi(bin_dir, project, pulumi_env(bin_dir, tmp_path / "state")))
