@@ -158,9 +158,13 @@ def test_preview_uses_the_shared_backend_and_the_passphrase_from_secrets(pulumi_
     assert "secrets-provider" not in pulumi_step["with"], "the ci stack keeps the passphrase provider it has"
 
 
-def test_preview_needs_no_docker_daemon(pulumi_step):
-    config = yaml.safe_load(pulumi_step["with"]["config-map"])
-    assert config == {"docker:disableDockerDaemonCheck": {"value": "true", "secret": False}}
+def test_preview_runs_where_a_docker_daemon_answers_and_sets_no_docker_config(preview, pulumi_step):
+    """The docker provider pings its daemon even to preview, whatever docker:disableDockerDaemonCheck says
+    (tests/test_engine_preview.py shows both on the real engine): the job runs on GitHub's hosted Ubuntu image,
+    which has Docker running, and sets no provider config that would only look as if it helped."""
+    [job] = preview["jobs"].values()
+    assert job["runs-on"] == "ubuntu-latest"
+    assert "config-map" not in pulumi_step["with"]
 
 
 def test_preview_runs_the_policy_pack(pulumi_step):
