@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from components.docker_daemon import DockerHosts, no_docker_message
-from tests.conftest import evaluate, machine_config
+from tests.conftest import evaluate, machine_config, require_tool
 from tests.mock_stack import FAKE_SECRET
 from tests.toolchain import Pulumi, program_project, pulumi_env, toolchain_bin, user_project
 
@@ -308,6 +308,31 @@ def test_with_no_docker_preview_and_up_stop_before_any_resource_with_one_line(tm
         assert program_error_lines(output) == [line], output[-3000:]
     resources = json.loads(pulumi("stack", "export", "--stack", stack).stdout)["deployment"].get("resources", [])
     assert [r["type"] for r in resources] in ([], [ROOT_TYPE]), resources
+
+
+def test_with_no_daemon_on_the_default_socket_the_line_names_it_and_docker_desktops(tmp_path):
+    """No DOCKER_HOST: the default socket, hidden in a mount namespace of the command's own (a file bound over it,
+    so connecting is refused; the machine's socket is untouched), then Docker Desktop's under HOME."""
+    if os.geteuid() != 0:
+        pytest.skip("a mount namespace needs root")
+    unshare = require_tool("unshare")
+    home = tmp_path / "home"
+    home.mkdir()
+    pulumi = clone(tmp_path, HOME=str(home), KUBECONFIG=str(tmp_path / "no-kubeconfig"))
+    pulumi.env.pop("DOCKER_HOST", None)
+    init_stack(pulumi, "ci", tmp_path / "work")
+    (tmp_path / "not-a-socket").touch()
+    hidden = (f"mount --bind {tmp_path / 'not-a-socket'} /var/run/docker.sock && "
+              f"exec {pulumi.bin_dir / 'pulumi'} preview --diff --non-interactive")
+    done = subprocess.run([unshare, "--mount", "--propagation", "private", "sh", "-c", hidden], cwd=pulumi.project,
+                          env=pulumi.env, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "Traceback" not in output, output[-3000:]
+    assert program_error_lines(output) == [
+        f"error: Docker does not answer at unix:///var/run/docker.sock (the default socket; also tried "
+        f"unix://{home}/.docker/run/docker.sock, unix://{home}/.docker/desktop/docker.sock): connection refused. "
+        "Start Docker, or set DOCKER_HOST (or docker:host) to the address of a running one; a stack with placement "
+        "host needs it even to preview."], output[-3000:]
 
 
 def test_a_cluster_placement_stack_previews_with_no_docker(tmp_path, api_server):
