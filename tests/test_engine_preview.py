@@ -11,13 +11,14 @@ the tests' Docker engine; stacks on an existing cluster read KUBECONFIG, which n
 `ci` stack, as the pull-request workflow runs it, previews with no cluster at all).
 
 With no Docker daemon where the provider would look (DOCKER_HOST at a socket that does not exist, or at a
-loopback port nothing listens on), `pulumi preview` and `pulumi up` of a host stack (the `ci` stack; the kind
-lab) stop before any resource with the one line components/docker_daemon.py writes, no traceback, nothing in the
-state; a cluster-placement stack, which has no Docker resource, previews as before. The provider's own
-`docker:disableDockerDaemonCheck` does not let a preview through (pulumi-docker 5.1.0's native half pings anyway):
-a one-resource program of its own shows it. What does: DOCKER_HOST at an ssh:// address, which the provider never
-pings and dials only for an operation. A new stack then plans step for step as with a daemon, and a stack with
-Docker resources in its state previews as unchanged, with nothing connecting to that address."""
+loopback port nothing listens on; no DOCKER_HOST and the default socket refused), `pulumi preview` and `pulumi up`
+of a host stack (the `ci` stack; the kind lab) stop before any resource with the one line
+components/docker_daemon.py writes, no traceback, nothing in the state; a cluster-placement stack, which has
+no Docker resource, previews as before. The provider's own `docker:disableDockerDaemonCheck` does not let a
+preview through (pulumi-docker 5.1.0's native half pings anyway): a one-resource program of its own shows it.
+What does: DOCKER_HOST at an ssh:// address, which the provider never pings and dials only for an operation.
+A new stack then plans step for step as with a daemon, and a stack with Docker resources in its state previews
+as unchanged, with nothing connecting to that address."""
 
 from __future__ import annotations
 
