@@ -38,6 +38,8 @@ an unconfined seccomp/AppArmor profile.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import pulumi
@@ -120,10 +122,14 @@ def pod_name(workload: str) -> str:
     return f"{workload}-0"
 
 
-def pod_revision(statefulset_uid: str | None, update_revision: str | None) -> str:
-    """The StatefulSet's identity and the revision of its pod template: both change exactly when its pod is
-    made anew."""
-    return f"{statefulset_uid}/{update_revision}"
+def template_digest(template: dict) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pod_revision(statefulset_uid: str | None, template: str) -> str:
+    """The StatefulSet's identity and its pod template's digest: together they change exactly when its pod is made
+    anew (a new template rolls it; a StatefulSet made again makes a new one)."""
+    return f"{statefulset_uid}/{template}"
 
 
 def start_command(namespace: str, pod: str, kubeconfig_file: str | None = None) -> str:
@@ -333,8 +339,10 @@ class Target(pulumi.ComponentResource):
             ),
         )
         self.pod_name = created_set.metadata.apply(lambda m: pod_name(m.name))
-        revision = created_set.status.apply(lambda status: status.update_revision if status else None)
-        self.pod_revision = pulumi.Output.all(created_set.metadata.uid, revision).apply(lambda v: pod_revision(*v))
+        # The template as sent, not the controller's revision of it: a preview knows it, so a PR's diff shows
+        # lldb-server starting again.
+        template = pulumi.Output.from_input(statefulset["spec"]["template"]).apply(template_digest)
+        self.pod_revision = pulumi.Output.all(created_set.metadata.uid, template).apply(lambda v: pod_revision(*v))
         self.request_command = None
         if args.target != SIDECAR:
             gateway = MeshGateway(f"{name}-{args.target}", MeshGatewayArgs(

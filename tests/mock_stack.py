@@ -127,10 +127,8 @@ def _fake_outputs(typ: str, name: str, inputs: dict, facts: SourceFacts) -> dict
     if typ == "docker:index/remoteImage:RemoteImage":
         return {"imageId": "sha256:" + hashlib.sha256(inputs["name"].encode()).hexdigest()}
     if typ == "kubernetes:apps/v1:StatefulSet":
-        # The API server's uid, and the controller's revision of the pod template (its name and a hash).
-        template = hashlib.sha256(json.dumps(inputs["spec"]["template"], sort_keys=True, default=str).encode())
-        return {"metadata": {**inputs["metadata"], "uid": FAKE_STATEFULSET_UID},
-                "status": {"updateRevision": f"{inputs['metadata']['name']}-{template.hexdigest()[:10]}"}}
+        # The API server's uid.
+        return {"metadata": {**inputs["metadata"], "uid": FAKE_STATEFULSET_UID}}
     if typ == "command:local:Command" and name.endswith("-prepare"):
         return {"stdout": f"{facts.commit}\n{facts.builder_image}\n"}
     if typ == "command:local:Command" and name.endswith("-make"):
