@@ -41,7 +41,7 @@ TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd
 	cc:gcc g++:g++ patchelf:patchelf setpriv:util-linux ss:iproute2 pgrep:procps faketime:faketime \
 	ctr:containerd docker-registry:docker-registry skopeo:skopeo flock:util-linux \
 	clang++:clang ld.lld:lld llvm-dwp:llvm curl:curl pigz:pigz sudo:sudo \
-	dockerd:docker.io debootstrap:debootstrap openssl:openssl strace:strace
+	dockerd:docker.io debootstrap:debootstrap openssl:openssl strace:strace ssh-keygen:openssh-client
 
 .PHONY: help up preview preview-policy destroy test lint bench deps system-deps lldb-clients pulumi-cli kind-cli \
 	docker-check stack-select stack toolchain
@@ -80,9 +80,10 @@ system-deps:
 
 # The LLVM releases VS Code's CodeLLDB bundles (1.11: 19, 1.12: 21) besides Debian's lldb 14: the tests and
 # bench/attach_latency.py also drive Debian's lldb 19 and 22, unpacked with their libraries into .cache (installed,
-# python3-lldb-<major> would replace lldb 14's).
+# python3-lldb-<major> would replace lldb 14's). libipt2, which lldb 14 does not need, goes with them: the tests also
+# run lldb-dap 19 in the stack's debugger container, whose image has lldb 14's libraries only.
 LLDB_CLIENTS := 19 22
-lldb_packages = lldb-$(1) liblldb-$(1) python3-lldb-$(1) libllvm$(1) libclang-cpp$(1)
+lldb_packages = lldb-$(1) liblldb-$(1) python3-lldb-$(1) libllvm$(1) libclang-cpp$(1) libipt2
 lldb-clients: $(foreach major,$(LLDB_CLIENTS),.cache/lldb-$(major)/.unpacked)
 
 .cache/lldb-%/.unpacked: | system-deps
@@ -107,13 +108,14 @@ test: system-deps deps lldb-clients toolchain
 lint: deps
 	$(VENV)/bin/ruff check .
 
-bench: system-deps deps lldb-clients
+bench: system-deps deps lldb-clients toolchain
 	$(VENV)/bin/python bench/evaluate.py
 	$(VENV)/bin/python bench/image_delta.py
 	$(VENV)/bin/python bench/debugger_layer.py
 	$(VENV)/bin/python bench/dwp_support.py
 	$(VENV)/bin/python bench/prebuilt_fetch.py --rate 125
 	$(VENV)/bin/python bench/toolchain_build.py
+	$(VENV)/bin/python bench/engine_cycle.py
 
 pulumi-cli:
 	@[ -x "$(PULUMI)" ] || { echo "installing the Pulumi CLI $(PULUMI_VERSION) into ~/.pulumi"; \

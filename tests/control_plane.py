@@ -88,8 +88,9 @@ def _wait(what: str, ready, processes: dict[str, subprocess.Popen], logs: Path, 
 
 
 @contextlib.contextmanager
-def control_plane(bin_dir: Path, work: Path) -> Iterator[ControlPlane]:
-    """The control plane running, its API server ready and one node Ready; stopped afterwards."""
+def control_plane(bin_dir: Path, work: Path, kwok_stages: str | None = None) -> Iterator[ControlPlane]:
+    """The control plane running, its API server ready and one node Ready; stopped afterwards. `kwok_stages`:
+    KWOK's Stage documents in place of its default ones for pods."""
     logs = work / "logs"
     certs = work / "certs"
     for folder in (logs, certs):
@@ -122,7 +123,10 @@ def control_plane(bin_dir: Path, work: Path) -> Iterator[ControlPlane]:
             f"--authorization-kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}", f"--service-account-private-key-file={key}",
             f"--root-ca-file={certs / 'apiserver.crt'}", f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--use-service-account-credentials=false"],
+            "--use-service-account-credentials=false",
+            # KWOK's heartbeats lag on a busy 2-core machine: past the default grace the node lifecycle controller
+            # marks every pod of the node NotReady, and KWOK, unlike a kubelet, never reports them Ready again.
+            "--node-monitor-grace-period=1h"],
         "kube-scheduler": [
             f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1",
@@ -130,6 +134,9 @@ def control_plane(bin_dir: Path, work: Path) -> Iterator[ControlPlane]:
         "kwok": [f"--kubeconfig={kubeconfig}", "--manage-all-nodes=true",
                  f"--server-address=127.0.0.1:{free_port()}"],
     }
+    if kwok_stages is not None:
+        (work / "kwok-stages.yaml").write_text(kwok_stages)
+        commands["kwok"].append(f"--config={work / 'kwok-stages.yaml'}")
     processes: dict[str, subprocess.Popen] = {}
     plane = ControlPlane(kubeconfig, bin_dir / "kubectl")
 
