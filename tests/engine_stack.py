@@ -114,6 +114,7 @@ def node_container(engine: Engine, work: Path) -> Iterator[str]:
 
 def stand_in_images(engine: Engine, work: Path) -> None:
     """The images the stack pulls or builds from, made here (nothing can be pulled)."""
+    work.mkdir(parents=True, exist_ok=True)
     base_image(engine, BOOKWORM)
     base_image(engine, "docker.io/library/ubuntu:22.04")
     base_image(engine, f"docker.io/istio/proxyv2:{ISTIO_VERSION}")
