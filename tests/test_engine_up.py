@@ -34,6 +34,7 @@ from tests.control_plane import ControlPlane
 from tests.dap_client import DapClient
 from tests.docker_engine import Engine, engine
 from tests.engine_stack import (
+    ISTIO_VERSION,
     NODE,
     NotOurs,
     Origins,
@@ -167,9 +168,12 @@ def state_resources(stack: Stack) -> list[dict]:
 
 
 def test_ctrl_c_during_the_image_build_stops_up(interrupted):
-    assert interrupted.returncode != 0, interrupted.output[-3000:]
-    assert any(image_build_started(line) for _, line in interrupted.lines), interrupted.output[-3000:]
-    assert "Traceback" not in interrupted.output, interrupted.output[-3000:]
+    output = interrupted.output
+    assert interrupted.returncode != 0, output[-3000:]
+    assert any(image_build_started(line) for _, line in interrupted.lines), output[-3000:]
+    assert "^C received; cancelling" in output, output[-3000:]
+    assert not re.search(r"debug-image-build created|target-statefulset created", output), "stopped in the build"
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
 
 
 def test_the_next_up_completes_with_nothing_duplicated_or_lost(first_up, ada, docker, origins):
@@ -182,6 +186,8 @@ def test_the_next_up_completes_with_nothing_duplicated_or_lost(first_up, ada, do
     fetched = origins.downloads()
     assert sorted(fetched) == sorted({f"/envoy-debug-{origins.sha}{suffix}" for suffix in (".tar.gz", ".dwp")}
                                      | {f"/envoy-debug-{origins.sha}.sha256"}), fetched
+    # One image in the registry, under the stack's one tag.
+    assert registry_catalog(docker, ada) == {"name": "proxyv2", "tags": [f"{ISTIO_VERSION}-debug"]}
 
 
 def kubectl_json(plane: ControlPlane, *args: str) -> dict:
