@@ -22,7 +22,9 @@ push_log=$(mktemp)
 trap 'rm -f "$push_log"' EXIT
 # pipefail: the pipeline fails when the push does.
 until docker push "$IMAGE" 2>&1 | tee "$push_log" >&2; do
-  grep -qiE 'connection refused|connection reset|EOF|503 Service Unavailable' "$push_log" ||
+  # What a registry says while it starts: nothing listens, or its port is published and the connection is dropped.
+  grep -qiE 'connection refused|connection reset|EOF|server closed idle connection|503 Service Unavailable' \
+    "$push_log" ||
     die "docker push of $IMAGE failed: $(tail -n 1 "$push_log")"
   [ "$SECONDS" -lt "$deadline" ] ||
     die "the registry at ${IMAGE%%/*} did not take the push of $IMAGE within ${wait_seconds} s ($(tail -n 1 "$push_log")): is the registry container running? (docker ps; docker logs <registry container>)"
