@@ -141,6 +141,15 @@ def engine() -> Iterator[Engine]:
         yield Engine(env, in_netns=True)
 
 
+def made_by(engine: Engine, kind: str, name: str, label: str) -> bool | None:
+    """Whether the container or network `name` carries `label` (key=value): made by the test that uses it, say an
+    earlier run's leftover; None when there is none of that name."""
+    labels = ".Config.Labels" if kind == "container" else ".Labels"
+    key, value = label.split("=", 1)
+    done = engine.docker(kind, "inspect", "--format", f'{{{{index {labels} "{key}"}}}}', name, check=False)
+    return None if done.returncode != 0 else done.stdout.strip() == value
+
+
 def _rootfs_tar(name: str, include: tuple[str, ...]) -> Path:
     """A Debian bookworm minbase root (with `include`), made once by debootstrap and cached as a tar."""
     tar = CACHE / f"{name}.tar"

@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -31,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import git
-from tests.control_plane import ControlPlane, control_plane
-from tests.docker_engine import BOOKWORM, HOST_SIDE, Engine, base_image, registry_stand_in
+from tests.control_plane import ControlPlane, control_plane, free_port
+from tests.docker_engine import BOOKWORM, HOST_SIDE, Engine, base_image, made_by, registry_stand_in
 from tests.http_origin import Origin, publish
 from tests.istio_envoy import WORKER_CC, build, envoy_origin, line_of, proxy_checkout
 from tests.kind_node import kwok_pod_stages, start_node
@@ -77,14 +76,10 @@ metadata:
 
 def _ours(engine: Engine, kind: str, name: str) -> bool:
     """Whether `name` exists, made here (a leftover of an earlier run); NotOurs if another made it."""
-    labels = ".Config.Labels" if kind == "container" else ".Labels"
-    key, value = LABEL.split("=", 1)
-    done = engine.docker(kind, "inspect", "--format", f'{{{{index {labels} "{key}"}}}}', name, check=False)
-    if done.returncode != 0:
-        return False
-    if done.stdout.strip() != value:
+    made = made_by(engine, kind, name, LABEL)
+    if made is False:
         raise NotOurs(f"a {kind} named {name} that these tests did not make exists on this Docker engine")
-    return True
+    return bool(made)
 
 
 def _remove_network(engine: Engine) -> None:
@@ -134,12 +129,6 @@ class Origins:
     def downloads(self) -> list[str]:
         """The bucket's GETs, in order."""
         return [r.path for r in self.bucket.requests if r.method == "GET"]
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -272,10 +261,7 @@ class Stack:
 
 def make_stack(project: Pulumi, origins: Origins, name: str, work_dir: Path) -> Stack:
     """A developer's stack as README "Your own stack" makes one, set up for this machine's node and origins."""
-    made = subprocess.run(["python3", "tools/new_stack.py", name, "--work-dir", str(work_dir)], cwd=project.project,
-                          capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
-    project("stack", "init", name, "--secrets-provider", "passphrase")
+    project.make_stack(name, "--work-dir", str(work_dir))
     stack = Stack(name, project, work_dir)
     for key, value in (("nodeAccess", "docker"), ("nodeNetwork", NETWORK), ("nodes[0]", NODE),
                        ("targetNodeAddress", NODE), ("targetNodeName", NODE),

@@ -16,7 +16,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -34,10 +33,7 @@ def project(tmp_path) -> Pulumi:
 
 
 def test_a_bad_configuration_stops_preview_and_up_with_the_problem_list_and_no_traceback(project, tmp_path):
-    made = subprocess.run([sys.executable, "tools/new_stack.py", "carol", "--work-dir", str(tmp_path / "work")],
-                          cwd=project.project, capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
-    project("stack", "init", "carol", "--secrets-provider", "passphrase")
+    project.make_stack("carol", "--work-dir", str(tmp_path / "work"))
     project("config", "set", "registryPort", "99999")
     project("config", "set", "namespace", "Bad_Name")
     # A waypoint on a release whose istiod does not apply a Gateway's parametersRef ConfigMap.

@@ -30,7 +30,6 @@ import base64
 import json
 import secrets
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,10 +95,7 @@ class RecordingPulumi:
 def make_stack(pulumi: RecordingPulumi, name: str, *sets: str, secret_sets: dict[str, str]) -> dict:
     """`make stack NAME=name PLACEMENT=cluster`, `pulumi stack init`, then the user's `pulumi config set`s (the
     secret ones on stdin, as the README's `< ~/.ssh/id_ed25519`); the stack file's config as written."""
-    made = subprocess.run([sys.executable, "tools/new_stack.py", name, "--placement", "cluster"],
-                          cwd=pulumi.pulumi.project, capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
-    pulumi("stack", "init", name, "--secrets-provider", "passphrase")
+    pulumi.pulumi.make_stack(name, "--placement", "cluster")
     for assignment in sets:
         key, value = assignment.split("=", 1)
         pulumi("config", "set", *(["--path"] if "[" in key else []), key, value)

@@ -27,7 +27,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,10 +58,7 @@ ROOT_TYPE = "pulumi:pulumi:Stack"
 def make_stack(pulumi: Pulumi, name: str, *new_stack_args: str) -> None:
     """`make stack NAME=name …`: tools/new_stack.py writes the stack file, `pulumi stack init` makes the stack; then
     the settings the README has the developer add."""
-    made = subprocess.run([sys.executable, "tools/new_stack.py", name, *new_stack_args], cwd=pulumi.project,
-                          capture_output=True, text=True, timeout=60)
-    assert made.returncode == 0, made.stderr
-    pulumi("stack", "init", name, "--secrets-provider", "passphrase")
+    pulumi.make_stack(name, *new_stack_args)
     for setting in MADE_HOST_SETTINGS if name == MADE_HOST else MADE_CLUSTER_SETTINGS:
         pulumi("config", "set", "--stack", name, *setting)
     for key, value in MADE_SECRETS[name].items():

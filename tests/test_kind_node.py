@@ -33,7 +33,7 @@ from components.debug_image import pull_reference
 from components.kind_cluster import CERTS_DIR
 from components.lldb_server import IMAGE_LLDB_SERVER, STATE_DIR
 from tests.conftest import evaluate, require_tool, resource
-from tests.docker_engine import Engine, base_image, build_id, engine, registry_stand_in, run_args
+from tests.docker_engine import Engine, base_image, build_id, engine, made_by, registry_stand_in, run_args
 from tests.kind_node import Pod, firewall, lldb_in, pull, start_node, start_pod
 from tests.lldb_session import compile_debuggee, source_line
 from tests.mock_stack import FAKE_IMAGE_DIGEST, PREBUILT_BUILD_ID, WALKTHROUGH_ENVOY_PID
@@ -91,12 +91,10 @@ def debugger_address(lab: dict) -> str:
 def claim(docker: Engine, kind: str, name: str) -> None:
     """Removes a leftover of this test by `name`; one that is not the test's (a developer's lab running on this
     engine) is left alone and the test does not run."""
-    labels = ".Config.Labels" if kind == "container" else ".Labels"
-    key = LABEL.split("=", 1)[0]
-    done = docker.docker(kind, "inspect", "--format", f'{{{{index {labels} "{key}"}}}}', name, check=False)
-    if done.returncode != 0:
+    made = made_by(docker, kind, name, LABEL)
+    if made is None:
         return
-    if done.stdout.strip() != LABEL.split("=", 1)[1]:
+    if not made:
         pytest.skip(f"a {kind} named {name} that this test did not make exists on this Docker engine")
     if kind == "container":
         docker.docker("rm", "--force", "--volumes", name)

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,14 @@ class Pulumi:
             raise AssertionError(f"pulumi {' '.join(args)} exited {done.returncode}:\n{done.stdout[-4000:]}\n"
                                  f"{done.stderr[-4000:]}")
         return done
+
+    def make_stack(self, name: str, *new_stack_args: str) -> None:
+        """`make stack NAME=name …` (the Makefile's `stack` target): tools/new_stack.py writes Pulumi.<name>.yaml,
+        then `pulumi stack init` with a passphrase secrets provider."""
+        made = subprocess.run([sys.executable, "tools/new_stack.py", name, *new_stack_args], cwd=self.project,
+                              capture_output=True, text=True, timeout=60)
+        assert made.returncode == 0, made.stderr
+        self("stack", "init", name, "--secrets-provider", "passphrase")
 
 
 def pulumi_env(bin_dir: Path, state: Path, **extra: str) -> dict[str, str]:
