@@ -80,7 +80,8 @@ report_progress() {
 }
 
 # The reporter reads a pipe that only this script (and the transfer's processes) hold open: closed by
-# stop_progress, or by the kernel should the script die, so it never outlives the download.
+# stop_progress, or by the kernel should the script die, so it never outlives the download. It does not hold the
+# download's lock (fd 9) either.
 start_progress() {
   exec {progress_fd}> >(report_progress "$@" 9>&-)
   progress_pid=$!
