@@ -113,12 +113,14 @@ def pod(hostname: str, binaries: dict, *, with_lldb_server: bool = True, process
                  f"cp -a {binaries['image_bin']}/. {os.path.dirname(IMAGE_LLDB_SERVER)}/ && ")
     run = str(binaries["envoy"]) if process == "envoy" else "sleep infinity"
     script = f"hostname {hostname} && {mount}{{ POD_NAMESPACE={namespace} {run} & }} && wait"
+    name = "envoy" if process == "envoy" else "sleep"
+    # Only this pod's own process counts as started: another pod of the same hostname may be running already.
+    before = set(pids(name))
     proc = subprocess.Popen(["unshare", "--uts", "--pid", "--mount", "--mount-proc", "--kill-child", "--",
                              "bash", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
-        name = "envoy" if process == "envoy" else "sleep"
-        while not any(in_uts(pid, hostname) for pid in pids(name)):
+        while not any(in_uts(pid, hostname) for pid in set(pids(name)) - before):
             assert time.monotonic() < deadline, f"the {hostname} sandbox did not start"
             time.sleep(0.05)
         yield
