@@ -69,7 +69,19 @@ class Engine:
 
 
 def _run(*args: str) -> None:
-    subprocess.run(list(args), check=True, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(list(args), capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)}: {done.stderr.strip()}")
+
+
+def _clear_leftovers() -> None:
+    """Removes the namespace and veth of an earlier session that ended without its cleanup (killed, or the
+    machine's processes restarted): they outlive their dockerd, and `ip netns add` would then refuse. Called only
+    when no engine answers, so nothing serves from them."""
+    if Path(f"/run/netns/{NETNS}").exists():
+        _run("ip", "netns", "del", NETNS)
+    if Path("/sys/class/net/ipd-dk0").exists():
+        _run("ip", "link", "del", "ipd-dk0")
 
 
 def _engine_env(config: Path) -> dict[str, str]:
@@ -106,6 +118,7 @@ def engine() -> Iterator[Engine]:
     if _answers(env):
         yield Engine(env, in_netns=_serving_from_netns())
         return
+    _clear_leftovers()
     with contextlib.ExitStack() as stack:
         _run("ip", "netns", "add", NETNS)
         stack.callback(subprocess.run, ["ip", "netns", "del", NETNS], capture_output=True)
