@@ -45,7 +45,6 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import memory_bytes
 from components.debug_ports import DebuggerPorts
 from components.debugged_proxy import START_FILE, debugger_security_context, node_affinity, waiting_command
 from components.iptables import ISTIO_PROXY_UID, capture_override, excluded_inbound_ports_annotation
@@ -61,8 +60,8 @@ from components.mesh_gateway import (
     namespace_labels,
 )
 from components.options import child_options
+from components.settings import MODES, memory_bytes
 
-MODES = ("attach", "startup")
 SIDECAR = "sidecar"
 DEFAULT_PROXY_MEMORY = "512Mi"
 DEFAULT_PROXY_MEMORY_LIMIT = "4Gi"
@@ -345,17 +344,7 @@ class Target(pulumi.ComponentResource):
         self.pod_revision = pulumi.Output.all(created_set.metadata.uid, template).apply(lambda v: pod_revision(*v))
         self.request_command = None
         if args.target != SIDECAR:
-            gateway = MeshGateway(f"{name}-{args.target}", MeshGatewayArgs(
-                gateway=GatewayTarget(
-                    target=args.target, namespace=workload.namespace, workload=workload.name,
-                    service_port=APP_PORTS[0]["port"], proxy_image=workload.proxy_image,
-                    proxy_memory=workload.proxy_memory, proxy_memory_limit=workload.proxy_memory_limit,
-                    target_node_name=workload.target_node_name,
-                    app_container=APP_CONTAINER, app_client=(APP_COMMAND[0], "curl"),
-                ),
-                mode=args.mode, app_pod=self.pod_name, kubeconfig_file=args.kubeconfig_file,
-            ), opts=pulumi.ResourceOptions.merge(child_options(self, opts),
-                                                 pulumi.ResourceOptions(depends_on=[created_set])))
+            gateway = self._mesh_gateway(name, args, opts, after=created_set)
             # istiod names each new pod anew.
             self.pod_name = self.pod_revision = gateway.pod_name
             self.request_command = gateway.request_command
@@ -372,3 +361,18 @@ class Target(pulumi.ComponentResource):
         self.register_outputs({"podName": self.pod_name, "podRevision": self.pod_revision,
                                "startCommand": self.start_command,
                                "portForwardCommand": self.port_forward_command})
+
+    def _mesh_gateway(self, name: str, args: TargetArgs, opts: pulumi.ResourceOptions | None,
+                      after: pulumi.Resource) -> MeshGateway:
+        """The waypoint or gateway istiod deploys for the app, whose Envoy is the one debugged."""
+        workload = args.workload
+        return MeshGateway(f"{name}-{args.target}", MeshGatewayArgs(
+            gateway=GatewayTarget(
+                target=args.target, namespace=workload.namespace, workload=workload.name,
+                service_port=APP_PORTS[0]["port"], proxy_image=workload.proxy_image,
+                proxy_memory=workload.proxy_memory, proxy_memory_limit=workload.proxy_memory_limit,
+                target_node_name=workload.target_node_name,
+                app_container=APP_CONTAINER, app_client=(APP_COMMAND[0], "curl"),
+            ),
+            mode=args.mode, app_pod=self.pod_name, kubeconfig_file=args.kubeconfig_file,
+        ), opts=pulumi.ResourceOptions.merge(child_options(self, opts), pulumi.ResourceOptions(depends_on=[after])))
