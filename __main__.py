@@ -5,7 +5,7 @@ import signal
 import pulumi
 
 from components.builder import Builder, BuilderArgs, pinned_builder_image
-from components.config import load_config, local_folder
+from components.config import load_config
 from components.containerd_mirror import ContainerdMirror, ContainerdMirrorArgs
 from components.debug_image import DebugImage, DebugImageArgs
 from components.debugger import Debugger, DebuggerArgs
@@ -21,6 +21,7 @@ from components.node_access import NodeAccess
 from components.placement import Placement
 from components.prebuilt_envoy import PrebuiltEnvoy, PrebuiltEnvoyArgs
 from components.registry import REGISTRY_CONTAINER_PORT, Registry, RegistryArgs
+from components.settings import local_folder
 from components.target import PROXY_WAIT_PROCESS, Target, TargetArgs, Workload
 from components.workspace import Workspace, WorkspaceArgs, WorkspaceVolume, WorkspaceVolumeArgs
 

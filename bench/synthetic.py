@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from components.config import marks_dead_code  # noqa: E402
+from components.bazel_args import marks_dead_code  # noqa: E402
 from tests.mock_stack import default_bazel_options  # noqa: E402
 
 # Shaped like Envoy's translation units: each includes the same headers, so its debug info repeats their

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import local
 
-from components.config import bazel_option_values
+from components.bazel_args import bazel_option_values
 from components.launch import SourceMap, built_source_map
 from components.placement import Placement
 from components.scripts import key_values, script
 from components.workspace import CONTAINER_SOURCE_DIR
 
-# Every supported release (1.17 on, config.OLDEST_ISTIO) builds Envoy as the root //:envoy (istio/proxy#4237).
+# Every supported release (1.17 on, settings.OLDEST_ISTIO) builds Envoy as the root //:envoy (istio/proxy#4237).
 ENVOY_BAZEL_TARGET = ":envoy"
 # A debug build of Envoy takes hours on a small machine.
 BUILD_TIMEOUT = "12h"

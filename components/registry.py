@@ -16,9 +16,9 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_kubernetes as k8s
 
-from components.config import REGISTRY_CONTAINER
 from components.options import child_options
 from components.placement import WORKSPACE_VOLUME, Placement, bind_mount
+from components.stack_names import REGISTRY_CONTAINER
 
 REGISTRY_IMAGE = "registry:2"
 # The container (host) or Deployment and Service (cluster): one name, the walkthrough's.

@@ -75,7 +75,7 @@ def project_file() -> dict:
 
 def default_bazel_options(option: str) -> list[str]:
     """What the default bazelBuildArgs (Pulumi.yaml) pass with --copt or --linkopt."""
-    from components.config import bazel_option_values  # here: the harness imports the SDK only when it runs
+    from components.bazel_args import bazel_option_values  # here: the harness imports the SDK only when it runs
 
     return bazel_option_values(project_file()["config"]["bazelBuildArgs"]["default"], option)
 

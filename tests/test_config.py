@@ -6,14 +6,8 @@ import json
 
 import pytest
 
-from components.config import (
-    ConfigError,
-    StackConfig,
-    bazel_compilation_mode,
-    bazel_fission_modes,
-    bazel_option_values,
-    parse_config,
-)
+from components.bazel_args import bazel_compilation_mode, bazel_fission_modes, bazel_option_values
+from components.config import ConfigError, StackConfig, parse_config
 from tests.conftest import run_harness
 from tests.mock_stack import stack_config
 
@@ -52,6 +46,7 @@ def test_dev_stack_parses_to_the_walkthrough_lab():
         envoy_repository=None,
         lldb_server_port=2159, lldb_server_listen_all=False, app_uid=1000,
         placement="host", workspace_storage_class=None, workspace_volume_size="200Gi", code_server_password=None,
+        cluster="existing", node_access="ssh", node_network=None, target="sidecar",
     )
 
 

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from components.config import marks_dead_code
+from components.bazel_args import marks_dead_code
 from tests.conftest import require_tool
 from tests.lldb_session import run_lldb, source_line
 from tests.mock_stack import default_bazel_options

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import FIRST_CUSTOMIZABLE_GATEWAY
+from components.config_rules import FIRST_CUSTOMIZABLE_GATEWAY
 from tests.conftest import evaluate, resource, run_harness
 from tests.injector import POD_LIST_KEYS, merge
 from tests.mock_stack import project_file

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from components.config import KEYS, SECRET_KEYS
+from components.settings import KEYS, SECRET_KEYS
 from tests.conftest import ROOT
 from tests.mock_stack import project_file
 

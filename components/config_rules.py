@@ -1,0 +1,210 @@
+"""The rules a setting's value must keep beside the other settings, one small function each, checked in the
+order of `RULES` after every setting has been read (components/settings.py).
+
+A rule sees each setting's typed value, None where unset or already refused, and returns its problems; a
+setting it refuses counts as refused for the rules after it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from components.bazel_args import bazel_compilation_mode, bazel_fission_modes, lld_options_without_lld
+from components.debug_ports import DebuggerPorts
+from components.iptables import ISTIO_PROXY_UID
+from components.mesh_gateway import deployment_name, longest_workload
+from components.settings import (
+    MIN_CODE_SERVER_PASSWORD,
+    Problem,
+    Values,
+    is_docker_name,
+    is_host,
+    local_folder,
+    memory_bytes,
+    release,
+)
+
+# Ports the sidecar itself uses: Envoy's outbound and inbound listeners, HBONE, prometheus, health, status.
+ISTIO_PROXY_PORTS = frozenset({15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090})
+# A NodePort Service takes its port from the API server's default --service-node-port-range.
+NODE_PORT_RANGE = (30000, 32767)
+# The first release whose gateway deployment controller applies a Gateway's spec.infrastructure.parametersRef
+# ConfigMap to the Deployment it generates (deploymentcontroller.go, applyOverlay): how the debug image, its
+# memory and the ptrace capability reach a waypoint's or gateway's Envoy.
+FIRST_CUSTOMIZABLE_GATEWAY = (1, 26)
+
+Rule = Callable[[Values], Iterator[Problem]]
+
+
+def kind_runs_on_the_host(v: Values) -> Iterator[Problem]:
+    if v["cluster"] == "kind" and v["placement"] == "cluster":
+        yield Problem("placement", "expected host with cluster kind: the kind cluster has no ReadWriteMany storage "
+                                   "for the workspace; pulumi config set placement host")
+
+
+def kind_nodes_are_containers(v: Values) -> Iterator[Problem]:
+    if v["cluster"] == "kind" and v["nodeAccess"] == "ssh":
+        yield Problem("nodeAccess", "expected docker with cluster kind: kind's nodes are containers on this host; "
+                                    "pulumi config rm nodeAccess")
+
+
+def node_containers_need_the_host_placement(v: Values) -> Iterator[Problem]:
+    if v["nodeAccess"] == "docker" and v["placement"] == "cluster":
+        yield Problem("nodeAccess", "expected ssh with placement cluster: nodeAccess docker puts the registry and "
+                                    "the debugger on the nodes' Docker network, on this host")
+
+
+def work_dir_is_required_on_the_host(v: Values) -> Iterator[Problem]:
+    if v["placement"] == "host" and not v.is_set("workDir"):
+        yield Problem("workDir", "set an absolute folder on the developer host, e.g. /home/me/istio-testing",
+                      missing=True)
+
+
+def bazel_builds_for_debugging(v: Values) -> Iterator[Problem]:
+    if v["bazelBuildArgs"] is not None and bazel_compilation_mode(v["bazelBuildArgs"]) != "dbg":
+        yield Problem("bazelBuildArgs",
+                      "expected a debug build: keep --config=debug (or -c dbg) so the ELF has debug info")
+
+
+def debug_info_stays_in_the_elf(v: Values) -> Iterator[Problem]:
+    if v["bazelBuildArgs"] is not None and "dbg" in bazel_fission_modes(v["bazelBuildArgs"]):
+        yield Problem("bazelBuildArgs",
+                      "expected --fission=no: istio/proxy's envoy.bazelrc (--fission=dbg,opt) would leave a debug "
+                      "build's DWARF in .dwo files beside the objects, which lldb finds only when run from the "
+                      "execution root")
+
+
+def lld_options_link_with_lld(v: Values) -> Iterator[Problem]:
+    if v["bazelBuildArgs"] is not None and (lld_only := lld_options_without_lld(v["bazelBuildArgs"])):
+        yield Problem("bazelBuildArgs",
+                      f"--linkopt={lld_only[0]} is an lld option: keep --linkopt=-fuse-ld=lld beside it, or drop it")
+
+
+def node_containers_pull_from_the_registry_by_name(v: Values) -> Iterator[Problem]:
+    if v["nodeAccess"] == "docker" and v.is_set("registryHost"):
+        yield Problem("registryHost", "expected no value with nodeAccess docker: the nodes pull from the registry "
+                                      "container by name on nodeNetwork; pulumi config rm registryHost")
+
+
+def the_cluster_registry_is_a_node_port(v: Values) -> Iterator[Problem]:
+    low, high = NODE_PORT_RANGE
+    if v["placement"] == "cluster" and v["registryPort"] is not None and not low <= v["registryPort"] <= high:
+        yield Problem("registryPort", f"expected with placement cluster, the registry Service's NodePort: an "
+                                      f"integer from {low} to {high}, e.g. pulumi config set registryPort 30500")
+
+
+def kind_has_its_own_node(v: Values) -> Iterator[Problem]:
+    if v["cluster"] == "kind" and v.raw.get("nodes") not in (None, "", "[]"):
+        yield Problem("nodes", f"expected no value: cluster kind has one node, {v['nodes'][0]}, which the stack "
+                               "creates; pulumi config rm nodes")
+
+
+def nodes_are_what_node_access_reaches(v: Values) -> Iterator[Problem]:
+    if v["nodes"] is None or v["cluster"] == "kind":
+        return
+    if v["nodeAccess"] == "docker" and (bad := [n for n in v["nodes"] if not is_docker_name(n)]):
+        yield Problem("nodes", f"expected Docker container names (docker ps); not valid: {', '.join(bad)}")
+    elif v["nodeAccess"] == "ssh" and (bad := [n for n in v["nodes"] if not is_host(n)]):
+        yield Problem("nodes", f"expected IP addresses or DNS names; not valid: {', '.join(bad)}")
+
+
+def each_node_once(v: Values) -> Iterator[Problem]:
+    if v["nodes"] is not None and len(set(v["nodes"])) != len(v["nodes"]):
+        yield Problem("nodes", "expected each node once")
+
+
+def the_memory_request_fits_the_limit(v: Values) -> Iterator[Problem]:
+    request, limit = v["proxyMemory"], v["proxyMemoryLimit"]
+    if request and limit and memory_bytes(request) > memory_bytes(limit):
+        yield Problem("proxyMemoryLimit", f"expected at least proxyMemory ({request})")
+
+
+def the_target_node_is_one_of_the_nodes(v: Values) -> Iterator[Problem]:
+    if v["targetNodeAddress"] is not None and v["nodes"] is not None and v["targetNodeAddress"] not in v["nodes"]:
+        yield Problem("targetNodeAddress", f"expected one of nodes: {', '.join(v['nodes'])}")
+
+
+def gateways_take_the_debug_image_from_1_26(v: Values) -> Iterator[Problem]:
+    version = v["istioVersion"]
+    if v["target"] in ("waypoint", "gateway") and version is not None and release(version) < FIRST_CUSTOMIZABLE_GATEWAY:
+        first = ".".join(map(str, FIRST_CUSTOMIZABLE_GATEWAY))
+        yield Problem("target", f"expected sidecar with istioVersion {version}: the debug image, its memory and the "
+                                "ptrace capability reach the Envoy istiod deploys for a Gateway only through the "
+                                "Gateway's spec.infrastructure.parametersRef ConfigMap, which istiod applies from "
+                                f"Istio {first}.0 on; set istioVersion {first}.0 or later, or target sidecar")
+
+
+def gateway_pods_keep_their_name_as_hostname(v: Values) -> Iterator[Problem]:
+    target, workload = v["target"], v["workload"]
+    if target in ("waypoint", "gateway") and workload is not None and len(workload) > longest_workload(target):
+        yield Problem("workload", f"expected at most {longest_workload(target)} characters with target {target}: "
+                                  f"istiod's Deployment {deployment_name(workload, target)} names pods longer than a "
+                                  "hostname's 63 characters, and lldb-server finds the pod by its hostname")
+
+
+def the_cluster_downloads_over_http(v: Values) -> Iterator[Problem]:
+    url = v["prebuiltBaseUrl"]
+    if v["placement"] == "cluster" and url is not None and local_folder(url) is not None:
+        yield Problem("prebuiltBaseUrl", "expected an http(s) URL with placement cluster: the download runs in the "
+                                         "cluster, which does not see the developer host's folders; serve the "
+                                         "folder over http, e.g. from a bucket")
+
+
+def the_cluster_debugger_reaches_lldb_server_from_any_address(v: Values) -> Iterator[Problem]:
+    if v["placement"] == "cluster" and v["lldbServerListenAll"] is False:
+        yield Problem("lldbServerListenAll",
+                      "expected true with placement cluster: lldb-server takes connections from the debugger's "
+                      "address only, and code-server's, as the node sees it, is its pod's (or, behind some CNIs, its "
+                      "node's) and changes with it; pulumi config set lldbServerListenAll true, and keep "
+                      "debuggerPorts firewalled to the cluster")
+
+
+def the_app_is_not_istio_proxy(v: Values) -> Iterator[Problem]:
+    if v["appUid"] == ISTIO_PROXY_UID:
+        yield Problem("appUid", f"expected a uid other than {ISTIO_PROXY_UID}, which is istio-proxy's own")
+
+
+def debugger_ports_clear_of_the_sidecars(v: Values) -> Iterator[Problem]:
+    if v["lldbServerPort"] is not None and ISTIO_PROXY_PORTS & set(DebuggerPorts(v["lldbServerPort"]).all):
+        own = ", ".join(map(str, sorted(ISTIO_PROXY_PORTS)))
+        yield Problem("lldbServerPort", f"expected debugger ports clear of the sidecar's own ({own})")
+
+
+def debugger_ports_clear_of_the_registry(v: Values) -> Iterator[Problem]:
+    if v["registryPort"] is not None and v["lldbServerPort"] is not None:
+        debugger = DebuggerPorts(v["lldbServerPort"]).all
+        if v["registryPort"] in debugger:
+            yield Problem("lldbServerPort",
+                          f"expected the debugger ports {debugger[0]}-{debugger[-1]} not to include registryPort")
+
+
+def code_server_needs_a_password(v: Values) -> Iterator[Problem]:
+    if v["placement"] == "cluster" and not v.is_set("codeServerPassword"):
+        yield Problem("codeServerPassword", "with placement cluster, to guard code-server: pulumi config set "
+                                            f"--secret codeServerPassword <at least {MIN_CODE_SERVER_PASSWORD} "
+                                            "characters>", missing=True)
+
+
+RULES: tuple[Rule, ...] = (
+    kind_runs_on_the_host,
+    kind_nodes_are_containers,
+    node_containers_need_the_host_placement,
+    work_dir_is_required_on_the_host,
+    bazel_builds_for_debugging,
+    debug_info_stays_in_the_elf,
+    lld_options_link_with_lld,
+    node_containers_pull_from_the_registry_by_name,
+    the_cluster_registry_is_a_node_port,
+    kind_has_its_own_node,
+    nodes_are_what_node_access_reaches,
+    each_node_once,
+    the_memory_request_fits_the_limit,
+    the_target_node_is_one_of_the_nodes,
+    gateways_take_the_debug_image_from_1_26,
+    gateway_pods_keep_their_name_as_hostname,
+    the_cluster_downloads_over_http,
+    the_cluster_debugger_reaches_lldb_server_from_any_address,
+    the_app_is_not_istio_proxy,
+    debugger_ports_clear_of_the_sidecars,
+    debugger_ports_clear_of_the_registry,
+    code_server_needs_a_password,
+)
