@@ -44,7 +44,7 @@ TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd
 	dockerd:docker.io debootstrap:debootstrap openssl:openssl strace:strace ssh-keygen:openssh-client
 
 .PHONY: help up preview preview-policy destroy test lint bench deps system-deps lldb-clients pulumi-cli kind-cli \
-	docker-check stack-select stack toolchain
+	docker-check stack-select stack toolchain config-docs
 
 help:
 	@echo "make up       venv, dependencies, Pulumi CLI, kind, the '$(STACK)' stack, then pulumi up (STACK=dev: the walkthrough's lab)"
@@ -54,7 +54,9 @@ help:
 	@echo "make preview-policy  the same, checked by the policy pack (policy/)"
 	@echo "make destroy  pulumi destroy (keeps the source, the bazel cache and the registry data)"
 	@echo "make stack NAME=alice [WORK_DIR=…]  a developer stack of your own, from the dev stack's values"
-	@echo "make lint     ruff;  make bench  the benchmarks under bench/"
+	@echo "make lint     ruff, and Pulumi.yaml and the README checked against components/settings.py"
+	@echo "make config-docs  write Pulumi.yaml's config: block and the README's settings table from components/settings.py"
+	@echo "make bench    the benchmarks under bench/"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) is not installed: install Python 3.11 or later" \
@@ -107,6 +109,11 @@ test: system-deps deps lldb-clients toolchain
 
 lint: deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m tools.config_docs --check
+
+# Pulumi.yaml's config: block and the README's settings table, from components/settings.py.
+config-docs: deps
+	$(VENV)/bin/python -m tools.config_docs
 
 bench: system-deps deps lldb-clients toolchain
 	$(VENV)/bin/python bench/evaluate.py
