@@ -325,7 +325,7 @@ def _validate_lldb_server(args: ResourceValidationArgs, report_violation: Report
 
 DOCKER_CONTAINER = "docker:index/container:Container"
 # The steps that need it: the builder (S2: bazel's sandbox, docker in docker) and the debugger (S9: ptrace).
-# On a stack other than dev the name carries "-<stack>" (components/config.py physical_name).
+# On a stack other than dev the name carries "-<stack>" (components/stack_names.py physical_name).
 PRIVILEGED_DOCKER_CONTAINERS = ("istio-proxy-builder", "lldb-vscode-server")
 _PRIVILEGED_NAME = re.compile(
     rf"^(?:{'|'.join(map(re.escape, PRIVILEGED_DOCKER_CONTAINERS))})(?:-[A-Za-z0-9_.-]+)?$"
