@@ -7,7 +7,7 @@ import pulumi
 from components.builder import Builder, BuilderArgs, pinned_builder_image
 from components.config import load_config
 from components.containerd_mirror import ContainerdMirror, ContainerdMirrorArgs
-from components.debug_image import DebugImage, DebugImageArgs
+from components.debug_image import DebugImage, DebugImageArgs, base_image
 from components.debugger import Debugger, DebuggerArgs
 from components.docker_daemon import require_docker
 from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
@@ -18,6 +18,7 @@ from components.launch_file import LaunchFile, LaunchFileArgs
 from components.lldb_server import LldbServer, LldbServerArgs
 from components.network import DockerNetwork, DockerNetworkArgs
 from components.node_access import NodeAccess
+from components.node_agent import LOOPBACK, NodeAgents, NodeAgentsArgs
 from components.placement import Placement
 from components.prebuilt_envoy import PrebuiltEnvoy, PrebuiltEnvoyArgs
 from components.registry import REGISTRY_CONTAINER_PORT, Registry, RegistryArgs
@@ -28,6 +29,8 @@ from components.workspace import Workspace, WorkspaceArgs, WorkspaceVolume, Work
 # The cluster placement's own namespace (suffixed with the stack off dev) and its workspace claim.
 CLUSTER_NAMESPACE = "istio-proxy-debug"
 WORKSPACE_CLAIM = "workspace"
+# nodeAccess kubernetes: the node agents' namespace (suffixed the same way).
+NODE_AGENT_NAMESPACE = "istio-proxy-debug-nodes"
 
 # Ctrl-C in the developer's terminal reaches every process of the CLI, this program too: the CLI cancels the update
 # and ends the program itself, which would otherwise print a page of KeyboardInterrupt traceback.
@@ -37,9 +40,20 @@ if config.placement == "host":
     # The host's containers, network and images go through pulumi-docker, whose provider fails with a page of
     # traceback when no daemon answers, even in a preview: stop first with one line that says where and what to do.
     require_docker()
+if config.node_access == "kubernetes":
+    # The agents run the image the debug image is made from: the nodes pull it before they can pull the debug image.
+    agents = NodeAgents("node-agents", NodeAgentsArgs(
+        nodes=config.nodes, namespace=config.physical_name(NODE_AGENT_NAMESPACE),
+        image=base_image(config.istio_version), instance=f"{config.project}-{config.stack}",
+        kubeconfig_file=config.kubeconfig_file,
+    ))
+else:
+    agents = None
 node_access = NodeAccess(
     config.node_access, ssh_user=config.ssh_user,
     ssh_private_key=pulumi.Output.secret(config.ssh_private_key) if config.ssh_private_key else None,
+    agents=agents, agent_namespace=config.physical_name(NODE_AGENT_NAMESPACE), kubeconfig_file=config.kubeconfig_file,
+    port_forwarded=config.node_access == "kubernetes" and config.placement == "host",
 )
 
 if config.cluster == "kind":
@@ -93,6 +107,7 @@ debugger = Debugger(
         placement=placement,
         container_name=config.physical_name("lldb-vscode-server"),
         network_name=network_name,
+        host_network=node_access.by_kubernetes,
         mirror_folder=local_folder(config.prebuilt_base_url) if config.prebuilt else None,
         code_server_password=pulumi.Output.secret(config.code_server_password) if config.code_server_password else None,
         launch_json=launch_json_text,
@@ -205,14 +220,25 @@ target = Target(
     opts=pulumi.ResourceOptions.merge(cluster_options,
                                       pulumi.ResourceOptions(depends_on=[containerd_mirror, *injector_ready])),
 )
+if placement.in_cluster:
+    # lldbServerListenAll is required there: code-server's address moves with its pod.
+    debugger_peer = None
+elif node_access.by_docker:
+    # The container itself, on the nodes' network.
+    debugger_peer = debugger.address
+elif node_access.by_kubernetes:
+    # The port-forward, which connects on the node's loopback.
+    debugger_peer = LOOPBACK
+else:
+    # The developer host behind Docker's NAT, over SSH.
+    debugger_peer = config.registry_host
 lldb_server = LldbServer(
     "lldb-server",
     LldbServerArgs(
-        node=config.target_node_address,
-        # The one peer lldb-server accepts: the debugger as the node sees it (the developer host behind Docker's NAT
-        # over SSH; the container itself on the nodes' network). In the cluster lldbServerListenAll is required.
-        debugger_address=debugger.address if node_access.by_docker else (
-            None if placement.in_cluster else config.registry_host),
+        # With kubernetes the node the target pod is pinned to, or else (None) the one it was scheduled on.
+        node=config.target_node_name if node_access.by_kubernetes else config.target_node_address,
+        # The one peer lldb-server accepts: the debugger as the node sees it.
+        debugger_address=debugger_peer,
         listen_all=config.lldb_server_listen_all,
         access=node_access,
         pod=target.pod_name,
@@ -224,6 +250,8 @@ lldb_server = LldbServer(
         restart_on=[debug_image.pull_reference, target.pod_name, target.pod_revision],
         node_network=network_name if node_access.by_docker else None,
         node_created=[kind.cluster_id] if kind else [],
+        nodes=config.nodes,
+        kubeconfig_file=config.kubeconfig_file,
     ),
     opts=pulumi.ResourceOptions(depends_on=nodes_ready),
 )
@@ -263,6 +291,7 @@ pulumi.export("codeServerUrl", debugger.code_server_url)
 pulumi.export("codeServerPortForward", debugger.code_server_port_forward)
 pulumi.export("containerdMirror", containerd_mirror.summaries)
 pulumi.export("connectUrl", lldb_server.connect_url)
+pulumi.export("lldbServerPortForward", lldb_server.port_forward_command)
 pulumi.export("debuggerPorts", list(config.debugger_ports.all))
 pulumi.export("launchJson", launch.launch_json)
 pulumi.export("launchJsonFile", launch_file.path if launch_file else None)

@@ -12,12 +12,14 @@ from components.bazel_args import bazel_compilation_mode, bazel_fission_modes, l
 from components.debug_ports import DebuggerPorts
 from components.iptables import ISTIO_PROXY_UID
 from components.mesh_gateway import deployment_name, longest_workload
+from components.node_agent import LONGEST_NODE_NAME
 from components.settings import (
     MIN_CODE_SERVER_PASSWORD,
     Problem,
     Values,
     is_docker_name,
     is_host,
+    is_node_name,
     local_folder,
     memory_bytes,
     release,
@@ -42,7 +44,7 @@ def kind_runs_on_the_host(v: Values) -> Iterator[Problem]:
 
 
 def kind_nodes_are_containers(v: Values) -> Iterator[Problem]:
-    if v["cluster"] == "kind" and v["nodeAccess"] == "ssh":
+    if v["cluster"] == "kind" and v["nodeAccess"] in ("ssh", "kubernetes"):
         yield Problem("nodeAccess", "expected docker with cluster kind: kind's nodes are containers on this host; "
                                     "pulumi config rm nodeAccess")
 
@@ -98,6 +100,11 @@ def kind_has_its_own_node(v: Values) -> Iterator[Problem]:
                                "creates; pulumi config rm nodes")
 
 
+def _has_an_agent_name(node: str) -> bool:
+    """A node name whose agent's pod name, which carries it, is still a pod name."""
+    return len(node) <= LONGEST_NODE_NAME and is_node_name(node)
+
+
 def nodes_are_what_node_access_reaches(v: Values) -> Iterator[Problem]:
     if v["nodes"] is None or v["cluster"] == "kind":
         return
@@ -105,6 +112,27 @@ def nodes_are_what_node_access_reaches(v: Values) -> Iterator[Problem]:
         yield Problem("nodes", f"expected Docker container names (docker ps); not valid: {', '.join(bad)}")
     elif v["nodeAccess"] == "ssh" and (bad := [n for n in v["nodes"] if not is_host(n)]):
         yield Problem("nodes", f"expected IP addresses or DNS names; not valid: {', '.join(bad)}")
+    elif v["nodeAccess"] == "kubernetes" and (bad := [n for n in v["nodes"] if not _has_an_agent_name(n)]):
+        yield Problem("nodes", f"expected Kubernetes node names as kubectl get nodes shows them (DNS-1123 "
+                               f"subdomains of at most {LONGEST_NODE_NAME} characters); not valid: {', '.join(bad)}")
+
+
+def ssh_settings_only_over_ssh(v: Values) -> Iterator[Problem]:
+    if v["nodeAccess"] != "kubernetes":
+        return
+    if v["sshUser"] not in (None, "root"):
+        yield Problem("sshUser", "expected no value with nodeAccess kubernetes: the nodes are reached through the "
+                                 "Kubernetes API, as root in their agent pods; pulumi config rm sshUser")
+    if v.is_set("sshPrivateKey"):
+        yield Problem("sshPrivateKey", "expected no value with nodeAccess kubernetes: nothing connects over SSH; "
+                                       "pulumi config rm sshPrivateKey")
+
+
+def the_pod_node_is_found_with_kubernetes(v: Values) -> Iterator[Problem]:
+    if v["nodeAccess"] == "kubernetes" and v.is_set("targetNodeAddress"):
+        yield Problem("targetNodeAddress", "expected no value with nodeAccess kubernetes: lldb-server runs on the "
+                                           "node the target pod was scheduled on (pin it with targetNodeName); "
+                                           "pulumi config rm targetNodeAddress")
 
 
 def each_node_once(v: Values) -> Iterator[Problem]:
@@ -121,6 +149,13 @@ def the_memory_request_fits_the_limit(v: Values) -> Iterator[Problem]:
 def the_target_node_is_one_of_the_nodes(v: Values) -> Iterator[Problem]:
     if v["targetNodeAddress"] is not None and v["nodes"] is not None and v["targetNodeAddress"] not in v["nodes"]:
         yield Problem("targetNodeAddress", f"expected one of nodes: {', '.join(v['nodes'])}")
+
+
+def the_pinned_node_has_an_agent(v: Values) -> Iterator[Problem]:
+    node, nodes = v["targetNodeName"], v["nodes"]
+    if v["nodeAccess"] == "kubernetes" and node is not None and nodes is not None and node not in nodes:
+        yield Problem("targetNodeName", f"expected one of nodes with nodeAccess kubernetes ({', '.join(nodes)}): "
+                                        "only they have the containerd entry and an agent for lldb-server")
 
 
 def gateways_take_the_debug_image_from_1_26(v: Values) -> Iterator[Problem]:
@@ -196,9 +231,12 @@ RULES: tuple[Rule, ...] = (
     the_cluster_registry_is_a_node_port,
     kind_has_its_own_node,
     nodes_are_what_node_access_reaches,
+    ssh_settings_only_over_ssh,
+    the_pod_node_is_found_with_kubernetes,
     each_node_once,
     the_memory_request_fits_the_limit,
     the_target_node_is_one_of_the_nodes,
+    the_pinned_node_has_an_agent,
     gateways_take_the_debug_image_from_1_26,
     gateway_pods_keep_their_name_as_hostname,
     the_cluster_downloads_over_http,

@@ -8,10 +8,11 @@ entry when mirrors are already in use, or edits registries.yaml on k3s. It backs
 and `pulumi destroy` puts them back. Several stacks may share a node: each takes out only its own entry,
 and the last one restores the original configuration file.
 
-The scripts run over SSH as `bash -c '<parameters><script>'`, or with nodeAccess docker on stdin to
-`docker exec -i <node> bash -s`. The parameters are rendered into the text with single quotes, not passed
-as environment variables: those only reach the node if its sshd's AcceptEnv lets them through. The text
-also makes every change visible in `pulumi preview --diff`.
+The scripts run over SSH as `bash -c '<parameters><script>'`, or with nodeAccess docker or kubernetes on stdin
+to `docker exec -i <node> bash -s` or the node agent's `kubectl exec` (components/node_agent.py). The
+parameters are rendered into the text with single quotes, not passed as environment variables: those only
+reach the node if its sshd's AcceptEnv lets them through. The text also makes every change visible in
+`pulumi preview --diff`.
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ def render_delete(host: str, port: int) -> str:
 
 
 def node_commands(access: NodeAccess, node: str, host: str, port: int) -> dict[str, str | None]:
-    """create, stdin and delete for one node: `bash -c '<script>'` over SSH, the script on stdin to docker exec."""
-    if access.by_docker:
+    """create, stdin and delete for one node: `bash -c '<script>'` over SSH, the script on stdin to docker exec
+    or kubectl exec."""
+    if access.runs_locally:
         shell = access.root_shell(node)
         return {"create": shell, "stdin": create_script(host, port),
                 "delete": with_script(shell, delete_script(host, port))}

@@ -1,6 +1,7 @@
 """S9: the debugger — the container `lldb-vscode-server` that VS Code attaches to, or code-server in the cluster.
 
-On the host, as in the walkthrough, it is privileged, on the builder's network, and mounts the source and the
+On the host, as in the walkthrough, it is privileged, on the builder's network (with nodeAccess kubernetes, on
+the host's, where the port-forward to lldb-server listens), and mounts the source and the
 bazel cache at the builder's paths (/work, /home/.cache), so the paths in the debug info resolve in it too.
 Its image carries the lldb client and clangd rather than the target's debug image, which now holds only
 lldb-server. The VS Code "attached container configuration" it outputs opens /work with CodeLLDB and
@@ -144,6 +145,9 @@ class DebuggerArgs:
     # host only
     container_name: str
     network_name: pulumi.Input[str | None]
+    # host only: on the developer host's own network instead (nodeAccess kubernetes: its loopback is where
+    # `kubectl port-forward` takes lldb-server's ports).
+    host_network: bool = False
     # host only: a folder of the developer host the container also sees, read-only at the same path (a
     # file:// prebuiltBaseUrl, which the download reads in the container).
     mirror_folder: str | None = None
@@ -203,7 +207,8 @@ class Debugger(pulumi.ComponentResource):
             image=image.stdout.apply(lambda out: out.strip()),
             init=True,
             privileged=True,
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=args.network_name)],
+            **({"network_mode": "host"} if args.host_network else
+               {"networks_advanced": [docker.ContainerNetworksAdvancedArgs(name=args.network_name)]}),
             mounts=debugger_mounts(args.placement.layout, args.mirror_folder),
             working_dir=CONTAINER_SOURCE_DIR,
             entrypoints=["/bin/bash"],
@@ -211,8 +216,10 @@ class Debugger(pulumi.ComponentResource):
             opts=child_options(self, opts, delete_before_replace=True),
         )
         self.container_name = container.name
-        # Where its connections come from on its network (with nodeAccess docker the nodes' own, so no NAT between).
-        self.address = container.network_datas.apply(lambda networks: networks[0].ip_address)
+        # Where its connections come from on its network (with nodeAccess docker the nodes' own, so no NAT between);
+        # on the host's network, none of its own.
+        self.address = pulumi.Output.from_input(None) if args.host_network else container.network_datas.apply(
+            lambda networks: networks[0].ip_address)
         self.attach_config = pulumi.Output.from_input(json.dumps(attach_config(), indent=2))
         self.attach_config_path = container.name.apply(lambda n: f"{ATTACH_CONFIG_DIR}/{n}.json")
         self.code_server_url = pulumi.Output.from_input(None)

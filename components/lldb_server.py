@@ -17,9 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
+from pulumi_command import local
 
 from components.debug_ports import DebuggerPorts
 from components.node_access import NodeAccess, with_script
+from components.node_agent import lldb_server_port_forward, pod_node_environment
 from components.options import child_options
 from components.scripts import script, shell_assignments
 
@@ -27,6 +29,8 @@ from components.scripts import script, shell_assignments
 IMAGE_LLDB_SERVER = "/opt/lldb-server/bin/lldb-server"
 # On the node, outside any pod: the pidfile and the log, one pair per stack.
 STATE_DIR = "/run/istio-proxy-debug"
+# nodeAccess kubernetes: how long the target pod may take to be scheduled (its StatefulSet is Ready already).
+POD_NODE_WAIT_SECONDS = 120
 
 
 def render_node_script(parameters: Mapping[str, str | int], *bodies: str) -> str:
@@ -68,8 +72,9 @@ def stop_script(parameters: Mapping[str, str | int]) -> str:
 
 @dataclass
 class LldbServerArgs:
-    # The node as the access reaches it: an address over SSH, a container name with docker.
-    node: str
+    # The node as the access reaches it: an address over SSH, a container name with docker, a node name with
+    # kubernetes; None with kubernetes: the node the target pod was scheduled on.
+    node: str | None
     # Where the debugger's connections come from as the node sees them (the only peer lldb-server accepts
     # unless listen_all); None only with listen_all.
     debugger_address: pulumi.Input[str | None]
@@ -87,32 +92,59 @@ class LldbServerArgs:
     # address there), and what changes when the node container is made anew.
     node_network: pulumi.Input[str] | None = None
     node_created: Sequence[pulumi.Input[str]] = ()
+    # nodeAccess kubernetes: the nodes that have an agent (the target pod's must be one of them), and the
+    # cluster's kubeconfig (None: the current context).
+    nodes: Sequence[str] = ()
+    kubeconfig_file: str | None = None
 
 
 class LldbServer(pulumi.ComponentResource):
     connect_url: pulumi.Output[str]
     pid: pulumi.Output[int]
+    # nodeAccess kubernetes, host placement: the port-forward to the node's loopback the debugger connects
+    # through; None otherwise.
+    port_forward_command: pulumi.Output[str | None]
 
     def __init__(self, name: str, args: LldbServerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:lldb_server:LldbServer", name, None, opts)
-        node_address = args.access.address(f"{name}-node-address", args.node, args.node_network, args.node_created,
+        node = args.node if args.node is not None else self._pod_node(name, args, opts)
+        node_address = args.access.address(f"{name}-node-address", node, args.node_network, args.node_created,
                                            opts=child_options(self, opts))
         parameters = pulumi.Output.all(args.pod, args.debugger_address).apply(
             lambda v: node_parameters(pod=v[0], namespace=args.namespace, process_name=args.process_name,
                                       debugger_address=v[1],
                                       listen_all=args.listen_all, ports=args.ports, instance=args.instance)
         )
-        shell = args.access.root_shell(args.node)
+        shell = pulumi.Output.from_input(node).apply(args.access.root_shell)
         server = args.access.command(
-            f"{name}-platform", args.node,
+            f"{name}-platform", node,
             create=shell,
             stdin=parameters.apply(start_script),
-            delete=parameters.apply(lambda p: with_script(shell, stop_script(p))),
-            triggers=args.restart_on,
+            delete=pulumi.Output.all(shell, parameters).apply(lambda v: with_script(v[0], stop_script(v[1]))),
+            # On another node (the pod moved) it is another server: the old one stops there first.
+            triggers=[*args.restart_on, *([node] if args.node is None else [])],
             # The old server holds the port: it must stop before the new one starts.
             opts=child_options(self, opts, delete_before_replace=True),
         )
         self.connect_url = node_address.apply(
             lambda address: f"connect://{address}:{args.ports.platform}")
         self.pid = server.stdout.apply(lambda out: int(out.strip().splitlines()[-1]))
-        self.register_outputs({"connectUrl": self.connect_url, "pid": self.pid})
+        self.port_forward_command = pulumi.Output.from_input(node).apply(
+            lambda n: lldb_server_port_forward(n, args.access.agent_namespace, args.ports.all, args.kubeconfig_file)
+            if args.access.port_forwarded else None)
+        self.register_outputs({"connectUrl": self.connect_url, "pid": self.pid,
+                               "portForwardCommand": self.port_forward_command})
+
+    def _pod_node(self, name: str, args: LldbServerArgs, opts: pulumi.ResourceOptions | None) -> pulumi.Output[str]:
+        """The node the target pod runs on, looked up once it is scheduled (components/scripts/pod-node.sh)."""
+        lookup = local.Command(
+            f"{name}-node",
+            create=script("pod-node.sh"),
+            interpreter=["/bin/bash", "-c"],
+            environment=pulumi.Output.from_input(args.pod).apply(lambda pod: pod_node_environment(
+                pod, args.namespace, args.nodes, POD_NODE_WAIT_SECONDS, args.kubeconfig_file)),
+            # A new pod of the same name may be on another node: look again.
+            triggers=list(args.restart_on),
+            opts=child_options(self, opts),
+        )
+        return lookup.stdout.apply(lambda out: out.strip().splitlines()[-1])

@@ -183,7 +183,7 @@ TARGETS = ("sidecar", "waypoint", "gateway")
 ENVOY_SOURCES = ("prebuilt", "build")
 PLACEMENTS = ("host", "cluster")
 CLUSTERS = ("existing", "kind")
-NODE_ACCESSES = ("ssh", "docker")
+NODE_ACCESSES = ("ssh", "docker", "kubernetes")
 
 
 def memory_bytes(quantity: str) -> float:
@@ -228,6 +228,7 @@ def _between(low: int, high: int) -> Callable[[int], bool]:
 
 
 is_docker_name = _matches(_DOCKER_NAME)
+is_node_name = _matches(_DNS1123_SUBDOMAIN)
 _is_ip = _parses(ipaddress.ip_address)
 _is_memory = _parses(memory_bytes)
 
@@ -294,6 +295,9 @@ def _the_kind_node(values: Values) -> tuple[str, ...] | None:
 
 
 def _the_first_node(values: Values) -> str | None:
+    # With kubernetes, lldb-server runs on the target pod's node, whichever it is.
+    if values["nodeAccess"] == "kubernetes":
+        return None
     return values["nodes"][0] if values["nodes"] else None
 
 
@@ -304,7 +308,8 @@ def _listen_all_in_the_cluster(values: Values) -> bool:
 
 PORT = "an integer port from 1 to 65535"
 _SET_NODES = ('set the nodes: their addresses with nodeAccess ssh, e.g. pulumi config set --path "nodes[0]" '
-              "192.168.122.55; their container names with nodeAccess docker, e.g. kind-control-plane")
+              "192.168.122.55; their container names with nodeAccess docker, e.g. kind-control-plane; their "
+              "Kubernetes node names (kubectl get nodes) with nodeAccess kubernetes")
 _DEFAULT_BAZEL_BUILD_ARGS = (
     "-s --explain=explain.txt --config=debug --fission=no --copt=-gdwarf-5 --copt=-gpubnames "
     "--linkopt=-fuse-ld=lld --linkopt=-Wl,-z,dead-reloc-in-nonalloc=.debug_addr=0xffffffffffffffff"
@@ -333,11 +338,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "nodeAccess", STRING,
         about="how the node scripts (containerd entry, lldb-server) reach the nodes: `ssh` (machines, as "
-              "`sshUser`) or `docker` (node containers on this host, `docker exec -i <node> bash -s`; the "
-              "registry, builder and debugger join `nodeNetwork`)",
+              "`sshUser`), `docker` (node containers on this host, `docker exec -i <node> bash -s`; the "
+              "registry, builder and debugger join `nodeNetwork`) or `kubernetes` (no SSH: a privileged agent "
+              "pod per node, `kubectl exec`; lldb-server on the node's loopback, reached through the "
+              "`lldbServerPortForward` command, see \"No SSH to the nodes\")",
         accepts=_one_of(NODE_ACCESSES),
-        refused="expected ssh (the nodes are machines reached over SSH) or docker (the nodes are containers on "
-                "this host's Docker, run with docker exec)",
+        refused="expected ssh (the nodes are machines reached over SSH), docker (the nodes are containers on "
+                "this host's Docker, run with docker exec) or kubernetes (the nodes are reached through the "
+                "Kubernetes API, by an agent pod on each)",
         derived=_node_access_of_the_cluster, shown_default="`docker` with `kind`, else `ssh`",
     ),
     Setting(
@@ -464,20 +472,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "nodes", STRINGS, [],
         about="the nodes whose containerd is taught to pull from the registry: addresses with `ssh`, container "
-              "names with `docker`; with `kind`, the stack's own node `<cluster>-control-plane`",
+              "names with `docker`, node names with `kubernetes` (the target pod must run on one of them); with "
+              "`kind`, the stack's own node `<cluster>-control-plane`",
         accepts=bool,
         refused=f"expected at least one; {_SET_NODES}", required=_SET_NODES,
         applies=_not_on_kind, derived=_the_kind_node, shown_default="required, but with `kind`",
     ),
     Setting(
         "sshUser", STRING, "root",
-        about="SSH user on the nodes",
+        about="`ssh` only: SSH user on the nodes",
         accepts=_UNIX_USER.match, refused="expected a Unix user name, e.g. root",
         required="set the SSH user on the nodes, e.g. root",
     ),
     Setting(
         "sshPrivateKey", SECRET,
-        about="its private key (`pulumi config set --secret sshPrivateKey < key`)",
+        about="`ssh` only: its private key (`pulumi config set --secret sshPrivateKey < key`)",
         accepts=lambda key: "PRIVATE KEY-----" in key,
         refused="expected the contents of a PEM/OpenSSH private key: "
                 "pulumi config set --secret sshPrivateKey < ~/.ssh/id_ed25519",
@@ -519,13 +528,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "targetNodeAddress", STRING,
-        about="node where lldb-server runs and the debugger connects; one of `nodes`",
+        about="node where lldb-server runs and the debugger connects; one of `nodes`. Not with `kubernetes`: "
+              "there it is the node the target pod runs on",
         derived=_the_first_node, shown_default="the first of `nodes`",
     ),
     Setting(
         "targetNodeName", STRING,
         about="Kubernetes node name to pin the target pod to (with `kind`, its node)",
-        accepts=_matches(_DNS1123_SUBDOMAIN),
+        accepts=is_node_name,
         refused="expected a Kubernetes node name (DNS-1123 subdomain), as `kubectl get nodes` shows it",
         derived=_kind_node, shown_default="none",
     ),

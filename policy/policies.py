@@ -8,7 +8,9 @@
    it runs — is refused.
 2. `privileged-only-where-needed`: of the Docker containers only the builder (S2: bazel's sandbox, docker)
    and the debugger (S9: ptrace) are privileged; of the Kubernetes workloads only the cluster placement's
-   builder (its `builder` container, for bazel's sandbox); the target never is (startup mode adds
+   builder (its `builder` container, for bazel's sandbox) and, with nodeAccess kubernetes, the node agents (a
+   Pod named `node-agent-<its nodeName>`, labelled as one, whose one container `agent` is the node's root shell:
+   components/node_agent.py); the target never is (startup mode adds
    SYS_PTRACE instead, components/target.py), nor is code-server (it ptraces nothing), nor is a container a
    Gateway's `deployment` overlay gives istiod's Deployment (target waypoint or gateway).
 3. `debug-image-by-digest`: the pod runs exactly the debug image that was pushed: the
@@ -332,6 +334,11 @@ _PRIVILEGED_NAME = re.compile(
 )
 # The cluster placement's builder (components/builder.py): (kind, name) → its containers that may be privileged.
 PRIVILEGED_KUBERNETES_WORKLOADS = {("StatefulSet", "istio-proxy-builder"): ("builder",)}
+# nodeAccess kubernetes (components/node_agent.py): a Pod named for the node it is bound to, labelled a node
+# agent, whose one container is the node's root shell.
+NODE_AGENT_PREFIX = "node-agent-"
+NODE_AGENT_LABEL = ("app.kubernetes.io/component", "node-agent")
+NODE_AGENT_CONTAINER = "agent"
 # Kubernetes kinds that carry a pod spec, and where: Pod at spec, CronJob at spec.jobTemplate.spec.template.
 _POD_TEMPLATE_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController",
                                  "Job"})
@@ -461,6 +468,8 @@ def kubernetes_privilege_problems(resource_type: str, props: Mapping[str, Any]) 
     problems = []
     allowed = PRIVILEGED_KUBERNETES_WORKLOADS.get(
         (kubernetes_kind(resource_type), _mapping(props.get("metadata")).get("name")), ())
+    if is_node_agent(resource_type, *pod):
+        allowed = (NODE_AGENT_CONTAINER,)
     for field, container in pod_containers(pod[1]):
         if field == "containers" and container.get("name") in allowed:
             continue
@@ -468,6 +477,16 @@ def kubernetes_privilege_problems(resource_type: str, props: Mapping[str, Any]) 
             problems.append(f"{field} {container.get('name')!r} is privileged; a Kubernetes workload of this "
                             "project never needs it (startup mode adds the SYS_PTRACE capability instead)")
     return problems
+
+
+def is_node_agent(resource_type: str, metadata: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
+    """A node agent: a Pod bound to a node, named for it, labelled as one, with its one container."""
+    node = spec.get("nodeName")
+    key, value = NODE_AGENT_LABEL
+    return (kubernetes_kind(resource_type) == "Pod" and isinstance(node, str) and node != ""
+            and metadata.get("name") == NODE_AGENT_PREFIX + node
+            and _mapping(metadata.get("labels")).get(key) == value
+            and [c.get("name") for _, c in pod_containers(spec)] == [NODE_AGENT_CONTAINER])
 
 
 def overlay_privilege_problems(resource_type: str, props: Mapping[str, Any]) -> list[str]:

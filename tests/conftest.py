@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI") == "true"
 # The dev stack in the cluster placement: what it needs beyond dev's settings (a NodePort, a password).
 CLUSTER_PASSWORD = "correct-horse-battery"
+# nodeAccess kubernetes on two nodes, lldb-server on the target pod's node.
+KUBERNETES_ACCESS = ("nodeAccess=kubernetes", 'nodes=["worker-1","worker-2"]', "targetNodeAddress=")
 CLUSTER_PLACEMENT = ("placement=cluster", "registryPort=30500", f"codeServerPassword={CLUSTER_PASSWORD}",
                      "lldbServerListenAll=true")
 

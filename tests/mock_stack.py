@@ -55,6 +55,8 @@ FAKE_SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n-----END OPENSSH PRIVA
 # What a Deployment's ReplicaSet adds to its pods' names: the pod-template-hash and five random characters.
 FAKE_POD_SUFFIX = "-6d9c8f7b5d-x2kqp"
 FAKE_STATEFULSET_UID = "3f9a6c2e-7b1d-4e8a-9c0f-5d2b8e4a1c67"
+# nodeAccess kubernetes: the address a node agent's pod reports, its node's own (host network).
+NODE_AGENT_ADDRESS = "10.128.0.7"
 
 
 class MissingConfig(Exception):
@@ -155,8 +157,15 @@ def _fake_outputs(typ: str, name: str, inputs: dict, facts: SourceFacts) -> dict
     if node_command and name == "lldb-server-platform":
         return {"stdout": f"{WALKTHROUGH_ENVOY_PID}\n"}
     if typ == "docker:index/container:Container" and name == "debugger-container":
+        if inputs.get("networkMode") == "host":
+            return {}
         network = inputs["networksAdvanced"][0]["name"]
         return {"networkDatas": [{"networkName": network, "ipAddress": DEBUGGER_ADDRESS}]}
+    if typ == "kubernetes:core/v1:Pod" and name.startswith("node-agents-"):
+        return {"status": {"phase": "Running", "podIP": NODE_AGENT_ADDRESS}}
+    if typ == "command:local:Command" and name == "lldb-server-node":
+        # The scheduler's choice: the first of the nodes with an agent.
+        return {"stdout": inputs["environment"]["NODES"].split()[0] + "\n"}
     if typ == "command:local:Command" and name == "lldb-server-node-address":
         return {"stdout": f"{KIND_NODE_ADDRESS}\n"}
     if typ == "command:local:Command" and name.startswith("target-") and name.endswith("-pod"):

@@ -32,7 +32,7 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policy import policies
-from tests.conftest import CLUSTER_PLACEMENT, ROOT, evaluate, resource, revealed
+from tests.conftest import CLUSTER_PLACEMENT, KUBERNETES_ACCESS, ROOT, evaluate, resource, revealed
 
 POLICY_DIR = ROOT / "policy"
 LLDB, PRIVILEGED, DIGEST = policies.LLDB_SERVER_POLICY, policies.PRIVILEGED_POLICY, policies.DIGEST_POLICY
@@ -54,6 +54,8 @@ PROGRAM_VARIANTS = {
     "gateway": ("target=gateway", *GATEWAY_TARGET),
     "gateway, startup": ("target=gateway", *GATEWAY_TARGET, "mode=startup"),
     "cluster, waypoint": (*CLUSTER_PLACEMENT, "target=waypoint", *GATEWAY_TARGET),
+    "kubernetes": KUBERNETES_ACCESS,
+    "cluster, kubernetes": (*CLUSTER_PLACEMENT, *KUBERNETES_ACCESS),
 }
 GATEWAY_VARIANTS = sorted(v for v in PROGRAM_VARIANTS if "waypoint" in v or "gateway" in v)
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
@@ -274,6 +276,29 @@ def test_only_the_cluster_builders_own_container_may_be_privileged():
     assert as_deployment
     spec["initContainers"] = [{**spec["containers"][0]}]
     assert violations(PRIVILEGED, "kubernetes:apps/v1:StatefulSet", builder)
+
+
+def test_only_the_node_agents_may_be_privileged_pods():
+    """The agents of nodeAccess kubernetes pass as the program makes them; renamed away from their node, without
+    their label, or with a second container, they fail."""
+    agents = [r for r in custom(program("kubernetes")) if r["type"] == "kubernetes:core/v1:Pod"]
+    assert [a["inputs"]["spec"]["nodeName"] for a in agents] == ["worker-1", "worker-2"]
+    for agent in agents:
+        assert agent["inputs"]["spec"]["containers"][0]["securityContext"]["privileged"] is True
+        assert violations(PRIVILEGED, "kubernetes:core/v1:Pod", agent["inputs"]) == []
+    pod = agents[0]["inputs"]
+    other_node = copy.deepcopy(pod)
+    other_node["spec"]["nodeName"] = "worker-2"
+    unlabelled = copy.deepcopy(pod)
+    del unlabelled["metadata"]["labels"]["app.kubernetes.io/component"]
+    two = copy.deepcopy(pod)
+    two["spec"]["containers"].append({**pod["spec"]["containers"][0], "name": "second"})
+    unbound = copy.deepcopy(pod)
+    del unbound["spec"]["nodeName"]
+    for tampered in (other_node, unlabelled, two, unbound):
+        assert violations(PRIVILEGED, "kubernetes:core/v1:Pod", tampered)
+    assert violations(PRIVILEGED, "kubernetes:apps/v1:DaemonSet", WORKLOADS["kubernetes:apps/v1:DaemonSet"](
+        pod["spec"]))
 
 
 def test_startup_mode_ptraces_without_privilege():
@@ -588,7 +613,10 @@ def test_every_resource_of_the_program_passes_every_policy(variant):
     evaluation = program(variant)
     checked = {r["type"] for r in custom(evaluation)}
     workloads = "kubernetes:apps/v1:Deployment" if variant.startswith("cluster") else policies.DOCKER_CONTAINER
-    assert {"command:remote:Command", workloads, "kubernetes:apps/v1:StatefulSet"} <= checked
+    # The node commands: over SSH, or with nodeAccess kubernetes kubectl exec from here into the privileged agents.
+    node = ("command:local:Command", "kubernetes:core/v1:Pod") if "kubernetes" in variant else (
+        "command:remote:Command",)
+    assert {*node, workloads, "kubernetes:apps/v1:StatefulSet"} <= checked
     if variant in GATEWAY_VARIANTS:
         assert {CONFIG_MAP, GATEWAY} <= checked
     for r in custom(evaluation):
