@@ -12,7 +12,7 @@ import json
 import pytest
 
 from components.target import PROXY_CONTAINER
-from tests.conftest import CLUSTER_PLACEMENT, evaluate, revealed
+from tests.conftest import CLUSTER_PLACEMENT, KUBERNETES_ACCESS, evaluate, revealed
 from tests.control_plane import ControlPlane
 from tests.test_releases import FORM_CASES, FORM_IDS, startup_pod
 from tests.test_target import ints
@@ -21,6 +21,7 @@ STACKS = {
     "dev": ("dev",),
     "dev-startup": ("dev", "mode=startup"),
     "dev-cluster-placement": ("dev", *CLUSTER_PLACEMENT),
+    "dev-kubernetes-access": ("dev", *KUBERNETES_ACCESS),
     "lab": ("lab",),
     "ci": ("ci",),
 }

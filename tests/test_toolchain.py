@@ -46,6 +46,7 @@ def test_each_plugin_is_the_version_requirements_pins(plugin):
 def test_the_readme_names_the_versions_the_script_builds():
     readme = (ROOT / "README.md").read_text()
     for binary, variable in (("pulumi", "PULUMI_VERSION"), ("etcd", "ETCD_VERSION"), ("kwok", "KWOK_VERSION"),
+                             ("kubelet", "KUBERNETES_VERSION"),
                              ("pulumi-resource-kubernetes", "KUBERNETES_PROVIDER_VERSION"),
                              ("pulumi-language-python", "PYTHON_LANGUAGE_HOST_VERSION")):
         assert re.search(rf"^\| `{binary}`[^|]*\| {re.escape(script_value(variable))}\b", readme, re.M), binary
@@ -109,6 +110,11 @@ def test_pulumi_version_prints_the_pinned_release(bin_dir):
     done = subprocess.run([str(bin_dir / "pulumi"), "version"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "true"})
     assert done.stdout.strip() == f"v{script_value('PULUMI_VERSION')}", done.stderr
+
+
+def test_the_kubelet_is_the_control_planes_release(bin_dir):
+    done = subprocess.run([str(bin_dir / "kubelet"), "--version"], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == f"Kubernetes v{script_value('KUBERNETES_VERSION')}", done.stderr
 
 
 def test_the_plugins_are_installed_at_the_pinned_versions(bin_dir, tmp_path):

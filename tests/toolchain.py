@@ -35,7 +35,8 @@ def toolchain_bin() -> Path:
     """TOOLCHAIN_DIR/bin with every binary the tests run; a skip outside CI (a failure in CI) when `make
     toolchain` has not built them."""
     bin_dir = toolchain_dir() / "bin"
-    wanted = ("pulumi", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+    wanted = ("pulumi", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet",
+              "kwok")
     missing = [name for name in wanted if not os.access(bin_dir / name, os.X_OK)]
     if missing:
         pytest.skip(f"{', '.join(missing)} not built in {bin_dir}: run `make toolchain`")

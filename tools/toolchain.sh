@@ -2,8 +2,9 @@
 # The real toolchain the tests run the user's commands on, built with `go` from the Go module proxy at pinned
 # versions (no registry ships these binaries): the Pulumi CLI and its Python language host, the provider
 # plugins requirements.txt pins, and a Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl) with KWOK's controller in place of a kubelet. The command and docker plugins, which
-# the module proxy does not serve, come from a plugin mirror (PULUMI_PLUGIN_MIRROR) or Pulumi's downloads.
+# kube-scheduler, kubectl) with KWOK's controller for its stand-in nodes, and a real kubelet of the same release
+# for one real node. The command and docker plugins, which the module proxy does not serve, come from a plugin
+# mirror (PULUMI_PLUGIN_MIRROR) or Pulumi's downloads.
 #
 # Each binary is built once per machine, into TOOLCHAIN_DIR/<name>-<version>/, with Go's module and build caches
 # beside them; TOOLCHAIN_DIR/bin links the current ones. A second run compiles nothing. The provider plugins are
@@ -116,17 +117,17 @@ build_kubernetes_provider() {
     ./cmd/pulumi-resource-kubernetes
 }
 
+# build_kubernetes COMMAND…: k8s.io/kubernetes/cmd/COMMAND of the release, each.
 build_kubernetes() {
-  local minor=${KUBERNETES_VERSION#1.} flags=()
+  local minor=${KUBERNETES_VERSION#1.} flags=() packages=()
   minor=${minor%%.*}
   # What the release's own build stamps (hack/lib/version.sh), so servers and clients report their version.
   for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     flags+=("-X $package.gitVersion=v$KUBERNETES_VERSION" "-X $package.gitMajor=1" "-X $package.gitMinor=$minor"
       "-X $package.gitTreeState=clean")
   done
-  go build -C "$MODULES/kubernetes" -trimpath -o "$out/" -ldflags "-s -w ${flags[*]}" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  for command in "$@"; do packages+=("k8s.io/kubernetes/cmd/$command"); done
+  go build -C "$MODULES/kubernetes" -trimpath -o "$out/" -ldflags "-s -w ${flags[*]}" "${packages[@]}"
 }
 
 build_etcd() {
@@ -141,7 +142,10 @@ PULUMI_BUILD="$PULUMI_VERSION+python-$PYTHON_LANGUAGE_HOST_VERSION"
 build pulumi "$PULUMI_BUILD" pulumi pulumi-language-python pulumi-language-python-exec -- build_pulumi
 build pulumi-resource-kubernetes "$KUBERNETES_PROVIDER_VERSION" pulumi-resource-kubernetes -- build_kubernetes_provider
 build etcd "$ETCD_VERSION" etcd -- build_etcd
-build kubernetes "$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- build_kubernetes
+CONTROL_PLANE=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+build kubernetes "$KUBERNETES_VERSION" "${CONTROL_PLANE[@]}" -- build_kubernetes "${CONTROL_PLANE[@]}"
+# The kubelet of the same release, for the tests' real node (beside KWOK's).
+build kubelet "$KUBERNETES_VERSION" kubelet -- build_kubernetes kubelet
 build kwok "$KWOK_VERSION" kwok -- build_kwok
 
 # The language host stays beside the CLI (through the link the CLI resolves its own folder, where it looks for
@@ -149,7 +153,8 @@ build kwok "$KWOK_VERSION" kwok -- build_kwok
 rm -f "$TOOLCHAIN_DIR"/bin/*
 link "pulumi-$PULUMI_BUILD" pulumi
 link "etcd-$ETCD_VERSION" etcd
-link "kubernetes-$KUBERNETES_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl
+link "kubernetes-$KUBERNETES_VERSION" "${CONTROL_PLANE[@]}"
+link "kubelet-$KUBERNETES_VERSION" kubelet
 link "kwok-$KWOK_VERSION" kwok
 
 # The plugins, into the tests' PULUMI_HOME, so the engine finds them installed and never downloads one.
