@@ -44,11 +44,20 @@ PROJECT = "istio-proxy-debug"
 COMMITTED = ("ci", "dev", "lab")
 # Stacks made as the README says: a host one (make stack NAME=alice WORK_DIR=…) and a cluster one
 # (make stack NAME=carol PLACEMENT=cluster).
-MADE_HOST, MADE_CLUSTER = "alice", "carol"
-# What the README has a developer set on a made stack (its example's addresses; a preview contacts neither).
-MADE_HOST_SETTINGS = (("registryHost", "192.168.122.1"), ("--path", "nodes[0]", "192.168.122.55"))
-MADE_CLUSTER_SETTINGS = (("registryHost", "192.168.122.55"),)
-MADE_SECRETS = {MADE_HOST: {"sshPrivateKey": FAKE_SECRET}, MADE_CLUSTER: {"codeServerPassword": "correct-horse-staple"}}
+# And a host one whose nodes are reached through the Kubernetes API ("No SSH to the nodes").
+MADE_HOST, MADE_CLUSTER, MADE_KUBERNETES = "alice", "carol", "dave"
+# What the README has a developer set on a made stack (its example's addresses; a preview contacts none).
+MADE_SETTINGS = {
+    MADE_HOST: (("config", "set", "registryHost", "192.168.122.1"),
+                ("config", "set", "--path", "nodes[0]", "192.168.122.55")),
+    MADE_CLUSTER: (("config", "set", "registryHost", "192.168.122.55"),),
+    MADE_KUBERNETES: (("config", "set", "nodeAccess", "kubernetes"),
+                      ("config", "set", "--path", "nodes[0]", "gke-pool-1-abcd"),
+                      ("config", "set", "--path", "nodes[1]", "gke-pool-1-efgh"),
+                      ("config", "set", "registryHost", "10.128.0.4"), ("config", "rm", "targetNodeAddress")),
+}
+MADE_SECRETS = {MADE_HOST: {"sshPrivateKey": FAKE_SECRET}, MADE_CLUSTER: {"codeServerPassword": "correct-horse-staple"},
+                MADE_KUBERNETES: {}}
 ROOT_TYPE = "pulumi:pulumi:Stack"
 
 
@@ -59,15 +68,15 @@ def make_stack(pulumi: Pulumi, name: str, *new_stack_args: str) -> None:
     """`make stack NAME=name …`: tools/new_stack.py writes the stack file, `pulumi stack init` makes the stack; then
     the settings the README has the developer add."""
     pulumi.make_stack(name, *new_stack_args)
-    for setting in MADE_HOST_SETTINGS if name == MADE_HOST else MADE_CLUSTER_SETTINGS:
-        pulumi("config", "set", "--stack", name, *setting)
+    for command, verb, *setting in MADE_SETTINGS[name]:
+        pulumi(command, verb, "--stack", name, *setting)
     for key, value in MADE_SECRETS[name].items():
         pulumi("config", "set", "--stack", name, "--secret", key, input=value)
 
 
 def init_stack(pulumi: Pulumi, stack: str, work: Path) -> None:
     """A committed stack as `make preview` selects it (with the lab's workDir), or a made one."""
-    if stack == MADE_HOST:
+    if stack in (MADE_HOST, MADE_KUBERNETES):
         make_stack(pulumi, stack, "--work-dir", str(work))
     elif stack == MADE_CLUSTER:
         make_stack(pulumi, stack, "--placement", "cluster")
@@ -98,7 +107,7 @@ def project(tmp_path_factory, docker, api_server) -> Pulumi:
     """One clone with every stack of the comparison, its existing cluster the tests' API server."""
     folder = tmp_path_factory.mktemp("engine-preview")
     pulumi = clone(folder, KUBECONFIG=str(api_server.kubeconfig))
-    for stack in (*COMMITTED, MADE_HOST, MADE_CLUSTER):
+    for stack in (*COMMITTED, MADE_HOST, MADE_CLUSTER, MADE_KUBERNETES):
         init_stack(pulumi, stack, folder / "work")
     return pulumi
 
@@ -223,7 +232,7 @@ def mock_evaluation(pulumi: Pulumi, stack: str) -> dict:
     return evaluate(stack, *stack_file_sets(pulumi, stack), preview=True)
 
 
-STACKS = (*COMMITTED, MADE_HOST, MADE_CLUSTER)
+STACKS = (*COMMITTED, MADE_HOST, MADE_CLUSTER, MADE_KUBERNETES)
 
 
 @pytest.mark.parametrize("stack", STACKS)
