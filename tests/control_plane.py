@@ -2,9 +2,14 @@
 kube-controller-manager and kube-scheduler on loopback, and KWOK's controller in place of a kubelet (it marks
 the nodes Ready and the pods scheduled to them Running and Ready; no container runs).
 
-Everything listens on 127.0.0.1 only, on ports chosen free at start, with its data in the test's folder. The
-admin's credential is a static token (system:masters); the API server's serving certificate is the
-self-signed one it makes in its --cert-dir, which the kubeconfig names as its certificate authority.
+Everything listens on 127.0.0.1 only, on ports chosen free at start, with its data in the test's folder; the API
+server, when asked, on another address of this machine instead (`address`: the host side of the tests' Docker
+engine's link, where tests/kubelet_node.py's real kubelet reaches it). The admin's credential is a static token
+(system:masters); the API server's serving certificate is the self-signed one it makes in its --cert-dir for its
+advertised address (its bind address among the names), which the kubeconfig names as its certificate authority.
+
+KWOK manages only the nodes annotated `kwok.x-k8s.io/node: fake` (NODE_MANIFEST's, and those of the tests that add
+one), so a real kubelet's node beside them, and its pods, are left to that kubelet.
 """
 
 from __future__ import annotations
@@ -88,9 +93,11 @@ def _wait(what: str, ready, processes: dict[str, subprocess.Popen], logs: Path, 
 
 
 @contextlib.contextmanager
-def control_plane(bin_dir: Path, work: Path, kwok_stages: str | None = None) -> Iterator[ControlPlane]:
+def control_plane(bin_dir: Path, work: Path, kwok_stages: str | None = None,
+                  address: str = "127.0.0.1") -> Iterator[ControlPlane]:
     """The control plane running, its API server ready and one node Ready; stopped afterwards. `kwok_stages`:
-    KWOK's Stage documents in place of its default ones for pods."""
+    KWOK's Stage documents in place of its default ones for pods. `address`: where the API server listens and
+    what it advertises (the kubeconfig's server); everything else stays on loopback."""
     logs = work / "logs"
     certs = work / "certs"
     for folder in (logs, certs):
@@ -99,8 +106,8 @@ def control_plane(bin_dir: Path, work: Path, kwok_stages: str | None = None) -> 
     subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
     tokens = work / "tokens.csv"
     tokens.write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
-    etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port()
-    server = f"https://127.0.0.1:{api_port}"
+    etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port(address)
+    server = f"https://{address}:{api_port}"
     kubeconfig = work / "kubeconfig"
     kubeconfig.write_text(_kubeconfig(server, certs / "apiserver.crt"))
     commands = {
@@ -110,14 +117,17 @@ def control_plane(bin_dir: Path, work: Path, kwok_stages: str | None = None) -> 
                  f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
                  f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}", "--listen-metrics-urls="],
         "kube-apiserver": [
-            f"--etcd-servers=http://127.0.0.1:{etcd_port}", "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1", f"--secure-port={api_port}", f"--cert-dir={certs}",
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}", f"--bind-address={address}",
+            f"--advertise-address={address}", f"--secure-port={api_port}", f"--cert-dir={certs}",
             f"--token-auth-file={tokens}", "--authorization-mode=RBAC",
             f"--service-account-key-file={key}", f"--service-account-signing-key-file={key}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             # As kubeadm, kind and k3s start it: the builder and the node-side pods are privileged.
-            "--allow-privileged=true"],
+            "--allow-privileged=true",
+            # kubeadm's order: a real kubelet (exec, logs, port-forward) is dialled at its node's InternalIP, not at
+            # the Hostname address it also reports (its node name, which no resolver here knows).
+            "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname"],
         "kube-controller-manager": [
             f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1",
@@ -131,7 +141,9 @@ def control_plane(bin_dir: Path, work: Path, kwok_stages: str | None = None) -> 
             f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}"],
-        "kwok": [f"--kubeconfig={kubeconfig}", "--manage-all-nodes=true",
+        # Only KWOK's own nodes (annotated so): a real kubelet's node and pods are that kubelet's.
+        "kwok": [f"--kubeconfig={kubeconfig}", "--manage-all-nodes=false",
+                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                  f"--server-address=127.0.0.1:{free_port()}"],
     }
     if kwok_stages is not None:
