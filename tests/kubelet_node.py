@@ -277,6 +277,20 @@ def pod_image(engine: Engine) -> str:
     return base_image(engine, POD_IMAGE, include=POD_IMAGE_PACKAGES)
 
 
+def cri_name(reference: str) -> str:
+    """`reference` as containerd and the CRI name it (Docker's normalisation): docker.io/library/ for an official
+    image, docker.io/ for a path without a registry, :latest without a tag or digest."""
+    first, _, rest = reference.partition("/")
+    if not rest:
+        name = f"docker.io/library/{reference}"
+    elif "." in first or ":" in first or first == "localhost":
+        name = reference
+    else:
+        name = f"docker.io/{reference}"
+    last = name.rsplit("/", 1)[1]
+    return name if ":" in last or "@" in last else f"{name}:latest"
+
+
 @dataclass
 class KubeletNode:
     engine: Engine
@@ -314,8 +328,7 @@ class KubeletNode:
         saved = save.wait(timeout=60)
         assert saved == 0, f"docker save {reference}: {save.stderr.read().decode()}"
         assert imported.returncode == 0, f"importing {reference} into {self.container}: {imported.stderr}"
-        name = reference if "/" in reference.split(":")[0] else f"library/{reference}"
-        name = name if "." in name.split("/")[0] else f"docker.io/{name}"
+        name = cri_name(reference)
         listed = self.ctr("images", "ls", "--quiet").stdout.split()
         assert name in listed, f"{name} not among the node's images after the import: {listed}"
         return name
