@@ -153,3 +153,8 @@ def cluster() -> dict:
 def host() -> dict:
     """The dev stack as committed (host placement), under mocks."""
     return evaluate("dev")
+
+
+# The real node's session fixtures (tests/kubelet_node.py), one node and one control plane on its link for every
+# module that asks. Imported last: that module takes ROOT and require_tool from here.
+from tests.kubelet_node import kubelet_bin_dir, kubelet_engine, kubelet_plane, real_node  # noqa: E402, F401

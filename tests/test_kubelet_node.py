@@ -25,7 +25,6 @@ import uuid
 
 import pytest
 
-from tests import kubelet_node as fixtures
 from tests.conftest import require_tool
 from tests.control_plane import NODE as KWOK_NODE
 from tests.control_plane import ControlPlane
@@ -39,10 +38,6 @@ from tests.kubelet_node import (
     POD_SUBNET,
     KubeletNode,
 )
-
-# The session's real node, its engine and control plane: tests/kubelet_node.py's session fixtures, taken here.
-kubelet_engine, kubelet_bin_dir = fixtures.kubelet_engine, fixtures.kubelet_bin_dir
-kubelet_plane, real_node = fixtures.kubelet_plane, fixtures.real_node
 
 MARKER = f"served-by-the-real-node-{uuid.uuid4().hex[:8]}"
 WEB_PORT = 8000
