@@ -155,6 +155,52 @@ def host() -> dict:
     return evaluate("dev")
 
 
-# The real node's session fixtures (tests/kubelet_node.py), one node and one control plane on its link for every
-# module that asks. Imported last: that module takes ROOT and require_tool from here.
-from tests.kubelet_node import kubelet_bin_dir, kubelet_engine, kubelet_plane, real_node  # noqa: E402, F401
+# --- the real node (tests/kubelet_node.py): one node, and one control plane on the engine's link, per session ---
+
+
+@pytest.fixture(scope="session")
+def kubelet_engine():
+    """The tests' Docker engine, in its own network namespace (the real node's address is its side of the link)."""
+    from tests.docker_engine import engine
+
+    if os.geteuid() != 0:
+        pytest.skip("dockerd, network namespaces and debootstrap need root")
+    for tool in ("dockerd", "debootstrap", "ip", "nsenter", "go", "openssl"):
+        require_tool(tool)
+    with engine() as running:
+        if not running.in_netns:
+            pytest.skip("the real node needs the tests' own Docker engine (in its network namespace), and another "
+                        "engine serves the default socket")
+        yield running
+
+
+@pytest.fixture(scope="session")
+def kubelet_bin_dir() -> Path:
+    """The toolchain's bin folder, with the kubelet."""
+    from tests.toolchain import toolchain_bin
+
+    bin_dir = toolchain_bin()
+    if not os.access(bin_dir / "kubelet", os.X_OK):
+        pytest.skip(f"kubelet not built in {bin_dir}: run `make toolchain`")
+    return bin_dir
+
+
+@pytest.fixture(scope="session")
+def kubelet_plane(kubelet_engine, kubelet_bin_dir: Path, tmp_path_factory):
+    """A control plane of its own whose API server listens on the engine's link (HOST_SIDE), where the kubelet
+    reaches it; the session's `api_server` stays on loopback."""
+    from tests.control_plane import control_plane
+    from tests.docker_engine import HOST_SIDE
+
+    with control_plane(kubelet_bin_dir, tmp_path_factory.mktemp("kubelet-plane"), address=HOST_SIDE) as plane:
+        yield plane
+
+
+@pytest.fixture(scope="session")
+def real_node(kubelet_engine, kubelet_plane, kubelet_bin_dir: Path, tmp_path_factory):
+    """The real node, joined to `kubelet_plane` and Ready, its pod image imported into its containerd."""
+    from tests.kubelet_node import kubelet_node, pod_image
+
+    with kubelet_node(kubelet_engine, kubelet_plane, kubelet_bin_dir, tmp_path_factory.mktemp("kubelet-node")) as node:
+        node.import_image(pod_image(kubelet_engine))
+        yield node

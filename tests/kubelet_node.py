@@ -44,12 +44,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import yaml
 
 from components.kind_cluster import CONTAINERD_REGISTRY_PATCH
-from tests.conftest import ROOT, require_tool
-from tests.control_plane import ControlPlane, control_plane
+from tests.conftest import ROOT
+from tests.control_plane import ControlPlane
 from tests.docker_engine import (
     BOOKWORM,
     CLIENT,
@@ -58,7 +57,6 @@ from tests.docker_engine import (
     STAND_IN_LABEL,
     Engine,
     base_image,
-    engine,
     made_by,
 )
 
@@ -416,48 +414,3 @@ def kubelet_node(engine: Engine, plane: ControlPlane, bin_dir: Path, work: Path,
         engine.docker("run", "--rm", "--privileged", "--network", "host", "--entrypoint", "bash", image, "-c",
                       CLEANUP_SCRIPT, check=False)
         plane.kubectl("delete", "node", name, "--ignore-not-found", "--wait=false", check=False)
-
-
-# --- session fixtures (a test module takes them by name: `real_node = kubelet_node.real_node`) ------------------
-
-
-@pytest.fixture(scope="session")
-def kubelet_engine() -> Iterator[Engine]:
-    """The tests' Docker engine, in its own network namespace (the real node's address is its side of the link)."""
-    if os.geteuid() != 0:
-        pytest.skip("dockerd, network namespaces and debootstrap need root")
-    for tool in ("dockerd", "debootstrap", "ip", "nsenter", "go", "openssl"):
-        require_tool(tool)
-    with engine() as running:
-        if not running.in_netns:
-            pytest.skip("the real node needs the tests' own Docker engine (in its network namespace), and another "
-                        "engine serves the default socket")
-        yield running
-
-
-@pytest.fixture(scope="session")
-def kubelet_bin_dir() -> Path:
-    """The toolchain's bin folder, with the kubelet."""
-    from tests.toolchain import toolchain_bin
-
-    bin_dir = toolchain_bin()
-    if not os.access(bin_dir / "kubelet", os.X_OK):
-        pytest.skip(f"kubelet not built in {bin_dir}: run `make toolchain`")
-    return bin_dir
-
-
-@pytest.fixture(scope="session")
-def kubelet_plane(kubelet_engine: Engine, kubelet_bin_dir: Path, tmp_path_factory) -> Iterator[ControlPlane]:
-    """A control plane of its own whose API server listens on the engine's link (HOST_SIDE), where the kubelet
-    reaches it; the session's `api_server` stays on loopback."""
-    with control_plane(kubelet_bin_dir, tmp_path_factory.mktemp("kubelet-plane"), address=HOST_SIDE) as plane:
-        yield plane
-
-
-@pytest.fixture(scope="session")
-def real_node(kubelet_engine: Engine, kubelet_plane: ControlPlane, kubelet_bin_dir: Path,
-              tmp_path_factory) -> Iterator[KubeletNode]:
-    """The real node, joined to `kubelet_plane` and Ready, POD_IMAGE imported into its containerd."""
-    with kubelet_node(kubelet_engine, kubelet_plane, kubelet_bin_dir, tmp_path_factory.mktemp("kubelet-node")) as node:
-        node.import_image(pod_image(kubelet_engine))
-        yield node
