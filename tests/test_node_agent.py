@@ -26,6 +26,7 @@ from components.node_agent import (
 from components.scripts import script
 from tests.conftest import CLUSTER_PLACEMENT, KUBERNETES_ACCESS, evaluate, resource
 from tests.control_plane import NODE
+from tests.mock_stack import NODE_AGENT_ADDRESS
 from tests.test_config import raw_dev
 
 KUBERNETES = {"nodeAccess": "kubernetes", "nodes": '["worker-1","worker-2"]', "targetNodeAddress": None}
@@ -136,9 +137,26 @@ def test_in_the_cluster_the_debugger_reaches_the_pinned_nodes_agent(cluster_stac
     server = resource(cluster_stack, "lldb-server-platform")
     assert shlex.split(server["inputs"]["create"])[5] == "node-agent-worker-2"
     assert "LISTEN_ALL='true'\n" in server["inputs"]["stdin"]
-    from tests.mock_stack import NODE_AGENT_ADDRESS
     assert cluster_stack["outputs"]["connectUrl"] == f"connect://{NODE_AGENT_ADDRESS}:2159"
     assert cluster_stack["outputs"]["lldbServerPortForward"] is None
+
+
+@pytest.mark.parametrize("placement", ("host", "cluster"))
+@pytest.mark.parametrize("mode", ("attach", "startup"))
+@pytest.mark.parametrize("target", ("sidecar", "waypoint", "gateway"))
+def test_every_target_and_mode_reaches_its_envoy_through_the_agent(target, mode, placement):
+    stack = evaluate("dev", *KUBERNETES_ACCESS, f"target={target}", f"mode={mode}", "istioVersion=1.30.3",
+                     *(CLUSTER_PLACEMENT if placement == "cluster" else ()))
+    lookup = resource(stack, "lldb-server-node")["inputs"]["environment"]
+    assert lookup["POD_NAME"] == stack["outputs"]["podName"]
+    server = resource(stack, "lldb-server-platform")["inputs"]
+    assert shlex.split(server["create"])[:6] == ["kubectl", "exec", "-i", "-n", "istio-proxy-debug-nodes",
+                                                 "node-agent-worker-1"]
+    assert f"POD_NAME='{stack['outputs']['podName']}'\n" in server["stdin"]
+    forward = stack["outputs"]["lldbServerPortForward"]
+    assert (forward is not None) == (placement == "host")
+    assert stack["outputs"]["connectUrl"].startswith(
+        "connect://127.0.0.1:" if placement == "host" else f"connect://{NODE_AGENT_ADDRESS}:")
 
 
 def test_other_node_accesses_make_no_agent():
