@@ -45,14 +45,13 @@ if config.node_access == "kubernetes":
     agents = NodeAgents("node-agents", NodeAgentsArgs(
         nodes=config.nodes, namespace=config.physical_name(NODE_AGENT_NAMESPACE),
         image=base_image(config.istio_version), instance=f"{config.project}-{config.stack}",
-        kubeconfig_file=config.kubeconfig_file,
     ))
 else:
     agents = None
 node_access = NodeAccess(
     config.node_access, ssh_user=config.ssh_user,
     ssh_private_key=pulumi.Output.secret(config.ssh_private_key) if config.ssh_private_key else None,
-    agents=agents, agent_namespace=config.physical_name(NODE_AGENT_NAMESPACE), kubeconfig_file=config.kubeconfig_file,
+    agents=agents, kubeconfig_file=config.kubeconfig_file,
     port_forwarded=config.node_access == "kubernetes" and config.placement == "host",
 )
 
@@ -250,8 +249,6 @@ lldb_server = LldbServer(
         restart_on=[debug_image.pull_reference, target.pod_name, target.pod_revision],
         node_network=network_name if node_access.by_docker else None,
         node_created=[kind.cluster_id] if kind else [],
-        nodes=config.nodes,
-        kubeconfig_file=config.kubeconfig_file,
     ),
     opts=pulumi.ResourceOptions(depends_on=nodes_ready),
 )

@@ -92,10 +92,6 @@ class LldbServerArgs:
     # address there), and what changes when the node container is made anew.
     node_network: pulumi.Input[str] | None = None
     node_created: Sequence[pulumi.Input[str]] = ()
-    # nodeAccess kubernetes: the nodes that have an agent (the target pod's must be one of them), and the
-    # cluster's kubeconfig (None: the current context).
-    nodes: Sequence[str] = ()
-    kubeconfig_file: str | None = None
 
 
 class LldbServer(pulumi.ComponentResource):
@@ -130,19 +126,22 @@ class LldbServer(pulumi.ComponentResource):
             lambda address: f"connect://{address}:{args.ports.platform}")
         self.pid = server.stdout.apply(lambda out: int(out.strip().splitlines()[-1]))
         self.port_forward_command = pulumi.Output.from_input(node).apply(
-            lambda n: lldb_server_port_forward(n, args.access.agent_namespace, args.ports.all, args.kubeconfig_file)
+            lambda n: lldb_server_port_forward(n, args.access.agents.namespace, args.ports.all,
+                                               args.access.kubeconfig_file)
             if args.access.port_forwarded else None)
         self.register_outputs({"connectUrl": self.connect_url, "pid": self.pid,
                                "portForwardCommand": self.port_forward_command})
 
     def _pod_node(self, name: str, args: LldbServerArgs, opts: pulumi.ResourceOptions | None) -> pulumi.Output[str]:
-        """The node the target pod runs on, looked up once it is scheduled (components/scripts/pod-node.sh)."""
+        """The node the target pod runs on, among those with an agent, looked up once it is scheduled
+        (components/scripts/pod-node.sh)."""
+        access = args.access
         lookup = local.Command(
             f"{name}-node",
             create=script("pod-node.sh"),
             interpreter=["/bin/bash", "-c"],
             environment=pulumi.Output.from_input(args.pod).apply(lambda pod: pod_node_environment(
-                pod, args.namespace, args.nodes, POD_NODE_WAIT_SECONDS, args.kubeconfig_file)),
+                pod, args.namespace, access.agents.nodes, POD_NODE_WAIT_SECONDS, access.kubeconfig_file)),
             # A new pod of the same name may be on another node: look again.
             triggers=list(args.restart_on),
             opts=child_options(self, opts),

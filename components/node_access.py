@@ -31,11 +31,10 @@ class NodeAccess:
     ssh_user: str = "root"
     # A secret Output with the key's text; None uses the SSH agent (SSH_AUTH_SOCK of the pulumi process).
     ssh_private_key: pulumi.Input[str] | None = None
-    # kubernetes: the nodes' agents, their namespace, and the cluster's kubeconfig (None: the current context);
-    # `port_forwarded`: the debugger reaches lldb-server through `kubectl port-forward` on its own loopback (the
-    # host placement), not at the node's address (the cluster's).
+    # kubernetes: the nodes' agents and the cluster's kubeconfig (None: the current context); `port_forwarded`:
+    # the debugger reaches lldb-server through `kubectl port-forward` on its own loopback (the host placement),
+    # not at the node's address (the cluster's).
     agents: NodeAgents | None = None
-    agent_namespace: str | None = None
     kubeconfig_file: str | None = None
     port_forwarded: bool = False
 
@@ -57,7 +56,7 @@ class NodeAccess:
         if self.by_docker:
             return f"docker exec -i {shlex.quote(node)} bash -s"
         if self.by_kubernetes:
-            return agent_shell(node, self.agent_namespace, self.kubeconfig_file)
+            return agent_shell(node, self.agents.namespace, self.kubeconfig_file)
         return "bash -s" if self.ssh_user == "root" else "sudo -n bash -s"
 
     def address(self, resource_name: str, node: pulumi.Input[str], network: pulumi.Input[str] | None,

@@ -129,14 +129,15 @@ class NodeAgentsArgs:
     image: str
     # The stack's project and stack: which agents are whose on a shared cluster.
     instance: str
-    kubeconfig_file: str | None = None
 
 
 class NodeAgents(pulumi.ComponentResource):
     """The agents' namespace and one agent per node, each Ready (the provider waits for it) before any command
     that runs through it; they go after those commands' deletes have run, and take nothing with them."""
 
-    namespace: pulumi.Output[str]
+    # The agents' namespace and the nodes that have one, as configured.
+    namespace: str
+    nodes: tuple[str, ...]
     # node → the agent pod's address: the node's own (host network), where code-server reaches lldb-server.
     addresses: dict[str, pulumi.Output[str]]
 
@@ -145,6 +146,7 @@ class NodeAgents(pulumi.ComponentResource):
         manifest = agent_namespace_manifest(args.namespace, args.instance)
         namespace = k8s.core.v1.Namespace(f"{name}-namespace", metadata=manifest["metadata"],
                                           opts=child_options(self, opts))
+        self.namespace, self.nodes = args.namespace, tuple(args.nodes)
         self.pods: list[k8s.core.v1.Pod] = []
         self.addresses = {}
         for node in args.nodes:
@@ -157,5 +159,4 @@ class NodeAgents(pulumi.ComponentResource):
             )
             self.pods.append(created)
             self.addresses[node] = created.status.apply(lambda status: status.pod_ip)
-        self.namespace = namespace.metadata.apply(lambda m: m.name)
-        self.register_outputs({"namespace": self.namespace})
+        self.register_outputs({"namespace": namespace.metadata.apply(lambda m: m.name)})

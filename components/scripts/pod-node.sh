@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # nodeAccess kubernetes: the node the target pod (POD_NAMESPACE/POD_NAME) was scheduled on, where lldb-server must
 # run; it must be one of NODES (the nodes with the stack's containerd entry and an agent). Waits for the scheduler,
-# bounded by WAIT_SECONDS; prints the node's name as the last line of stdout.
+# bounded by WAIT_SECONDS, saying every 10 s what it sees; prints the node's name as the last line of stdout.
 set -euo pipefail
 
 : "${POD_NAME:?}" "${POD_NAMESPACE:?}" "${NODES:?}" "${WAIT_SECONDS:?}"
@@ -9,6 +9,7 @@ set -euo pipefail
 errors=$(mktemp)
 trap 'rm -f "$errors"' EXIT
 deadline=$((SECONDS + WAIT_SECONDS))
+next_report=$((SECONDS + 10))
 seen="no answer yet"
 while :; do
   # --request-timeout: an API server that takes the connection but never answers must not hold the loop.
@@ -35,6 +36,10 @@ while :; do
     echo "pod node: $POD_NAMESPACE/$POD_NAME is on no node after ${WAIT_SECONDS}s ($seen);" \
       "kubectl -n $POD_NAMESPACE describe pod $POD_NAME says why" >&2
     exit 1
+  fi
+  if [ "$SECONDS" -ge "$next_report" ]; then
+    echo "pod node: waiting for $POD_NAMESPACE/$POD_NAME ($seen), ${SECONDS}s of ${WAIT_SECONDS}s" >&2
+    next_report=$((SECONDS + 10))
   fi
   sleep 2
 done
