@@ -39,7 +39,7 @@ import yaml
 
 from tests.conftest import ROOT, require_tool
 from tests.control_plane import ControlPlane, stand_in_storage_class
-from tests.toolchain import Pulumi, pulumi_env, toolchain_bin, user_project
+from tests.toolchain import Pulumi, pulumi_env, script_value, toolchain_bin, toolchain_dir, user_project
 
 STACK = "quinn"
 PROJECT = "istio-proxy-debug"
@@ -47,6 +47,12 @@ STORAGE_CLASS = "stand-in-rwx"
 # The file backend's state of the stack, below its folder.
 STATE_FILE = f".pulumi/stacks/{PROJECT}/{STACK}.json"
 BUILDER_IMAGE = "gcr.io/istio-testing/build-tools-proxy:release-1.17-latest-amd64"
+# A password `pulumi config set` refuses without --plaintext, on every run. The CLI (pkg/cmd/pulumi/config/config.go,
+# looksLikeSecret) scores the first 16 characters of a value whose key names a password with zxcvbn, and refuses at
+# 80 bits (or 40 bits at 3 bits a character). A random hex token lands on either side of that line by chance (1 run
+# in 10 to 15); these 16 characters (all four character classes, no word, sequence, repeat or keyboard run) score
+# far above it, and what follows them is never scored.
+PASSWORD_REFUSED = "Vq7#Lz!9pR$2mK&x-plaintext-scan"
 # What pulumi-command runs: exec into a pod, or SSH to a node.
 COMMAND_TYPES = ("command:local:Command", "command:remote:Command")
 # The resources that need neither, by type and the program's name; everything else waits for a command.
@@ -374,18 +380,50 @@ def test_the_secrets_are_nowhere_in_plain_text(lifecycle):
     assert {"preview", "up", "destroy", "stack export", "stack output"} <= commands, commands
 
 
+def cli_secret_rule() -> str:
+    """The source of the CLI's plain-value check, `looksLikeSecret`, from the module cache the toolchain was built
+    from (the Makefile's PULUMI_VERSION): PASSWORD_REFUSED's reasoning holds only while it reads as it does."""
+    source = (toolchain_dir() / "go" / "mod" / "github.com" / "pulumi" / "pulumi" /
+              f"pkg/v3@v{script_value('PULUMI_VERSION')}" / "cmd" / "pulumi" / "config" / "config.go")
+    assert source.is_file(), f"{source}: run make toolchain"
+    return source.read_text()
+
+
+def test_the_cli_rule_scores_a_password_by_its_first_16_characters():
+    source = cli_secret_rule()
+    for line in ('regexp.MustCompile("(?i)passwd|pass|password|pwd|secret|token")',
+                 "maxEntropyCheckLength = 16", "entropyThreshold = 80.0", "entropyPerCharThreshold = 3.0",
+                 "v = v[:maxEntropyCheckLength]", "info := zxcvbn.PasswordStrength(v, nil)",
+                 "if !c.Plaintext && looksLikeSecret(key, value) {"):
+        assert line in source, f"the CLI's looksLikeSecret no longer has {line!r}: PASSWORD_REFUSED needs a new look"
+
+
+def test_the_cli_refuses_a_plain_password_by_its_first_16_characters(tmp_path):
+    """The CLI's verdict on PASSWORD_REFUSED, and on what only differs after its 16th character or only before it,
+    is the same on every run: the value decides it, not chance."""
+    bin_dir = toolchain_bin()
+    project = user_project(tmp_path / "clone")
+    pulumi = RecordingPulumi(Pulumi(bin_dir, project, pulumi_env(bin_dir, tmp_path / "state")))
+    make_stack(pulumi, "plain", secret_sets={})
+    weak = "70badfb5825811e9e8fe61c5"  # CI's random token the CLI let through (issue 32)
+    for value, refused in ((PASSWORD_REFUSED, True), (PASSWORD_REFUSED[:16] + weak, True),
+                           (weak, False), (weak[:16] + PASSWORD_REFUSED, False)):
+        result = pulumi("config", "set", "codeServerPassword", value, check=False)
+        said = result.stderr.strip()
+        assert (result.returncode != 0 and "looks like a secret" in said) == refused, (value, result.returncode, said)
+
+
 def test_the_scan_finds_a_password_set_with_plaintext(tmp_path):
     bin_dir = toolchain_bin()
     project = user_project(tmp_path / "clone")
     pulumi = RecordingPulumi(Pulumi(bin_dir, project, pulumi_env(bin_dir, tmp_path / "state")))
-    password = secrets.token_hex(12)
     make_stack(pulumi, "plain", secret_sets={})
-    refused = pulumi("config", "set", "codeServerPassword", password, check=False)
+    refused = pulumi("config", "set", "codeServerPassword", PASSWORD_REFUSED, check=False)
     assert refused.returncode != 0 and "looks like a secret" in refused.stderr, refused.stderr
-    pulumi("config", "set", "--plaintext", "codeServerPassword", password)
+    pulumi("config", "set", "--plaintext", "codeServerPassword", PASSWORD_REFUSED)
     pulumi("config")
     haystacks = {"Pulumi.plain.yaml": (project / "Pulumi.plain.yaml").read_text(),
                  **{f"`pulumi {run.command}`": run.output for run in pulumi.runs}}
-    found = plain_occurrences(secret_needles({"codeServerPassword": password}), haystacks)
+    found = plain_occurrences(secret_needles({"codeServerPassword": PASSWORD_REFUSED}), haystacks)
     assert "codeServerPassword in Pulumi.plain.yaml" in found, found
     assert "codeServerPassword in `pulumi config`" in found, found
