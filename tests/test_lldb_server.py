@@ -498,7 +498,7 @@ def test_a_pod_without_the_debug_images_lldb_server_is_named(node, binaries):
 
 
 @pytest.mark.parametrize("target", [(), WAYPOINT], ids=["sidecar", "waypoint"])
-def test_startup_mode_waits_for_envoy_by_name_and_catches_its_start(node, binaries, target):
+def test_startup_mode_waits_for_envoy_by_name_and_catches_its_start(node, binaries, target, tmp_path):
     """The waiting istio-proxy, the sidecar's or the waypoint's; beside a waypoint, the ambient app's pod runs a
     `sleep` too, with another hostname."""
     inputs, outputs = rendered("mode=startup", *target)
@@ -512,24 +512,66 @@ def test_startup_mode_waits_for_envoy_by_name_and_catches_its_start(node, binari
         assert done.returncode == 0, done.stderr
         waiting = next(pid for pid in pids("sleep") if in_uts(pid, outputs["podName"]))
         assert f"(node pid {waiting})" in done.stderr, done.stderr
+        packets = tmp_path / "lldb-packets.log"
         args = " ".join(f"-o {shlex.quote(c)}" for c in [
+            f"log enable -f {packets} gdb-remote packets",
             *codelldb["initCommands"], f"target create {binaries['elf']}", *codelldb["processCreateCommands"],
             "process status", "detach",
         ])
         wrapper = f"mount --bind {node['run']} /run && mount --bind {node['home']} /home && exec lldb --batch {args}"
         client = subprocess.Popen(["ip", "netns", "exec", node["netns"], "sh", "-c", wrapper], text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=lldb_environment())
-        time.sleep(3)  # lldb is waiting now; start Envoy as pilot-agent would, in the waiting container
-        assert client.poll() is None, client.stdout.read()
-        started = subprocess.Popen(["nsenter", "-t", str(waiting), "-u", "-p", "-m", "--", str(binaries["envoy"])])
         try:
-            transcript, _ = client.communicate(timeout=60)
-            caught = ns_pid(children(started.pid, "envoy")[0])
+            # lldb is waiting only once its gdbserver has listed the envoys already there (which it ignores):
+            # start Envoy as pilot-agent would, in the waiting container, only then.
+            wait_for_attach_wait(client, packets, waiting)
+            started = subprocess.Popen(["nsenter", "-t", str(waiting), "-u", "-p", "-m", "--",
+                                        str(binaries["envoy"])])
+            try:
+                transcript, _ = client.communicate(timeout=60)
+                caught = ns_pid(children(started.pid, "envoy")[0])
+            finally:
+                started.kill()
+                started.wait()
         finally:
-            started.kill()
-            started.wait()
+            if client.poll() is None:
+                client.kill()
+                client.wait()
         assert delete(node, inputs).returncode == 0
     assert "error:" not in transcript, transcript
     assert "process attach --name envoy --waitfor" in transcript
     assert "stopped" in transcript and "envoy" in transcript.split("process status", 1)[1], transcript
     assert f"Process {caught} stopped" in transcript, "the envoy started in the waiting container"
+
+
+def wait_for_attach_wait(client: subprocess.Popen, packets: Path, in_pod: int, timeout: float = 60) -> None:
+    """Until lldb's `process attach --waitfor` is in place: lldb has sent vAttachWait (its packet log says so)
+    and the pod's gdbserver, past listing the processes of that name it will ignore, polls for a new one
+    (sleeps between rounds, which its wchan shows where the kernel names waits: the pod's `sleep infinity`,
+    waiting, tells)."""
+    deadline = time.monotonic() + timeout
+    pod_pids = namespace(in_pod, "pid")
+    names_waits = Path(f"/proc/{in_pod}/wchan").read_text() not in ("", "0")
+    seen = ""
+    while True:
+        if client.poll() is not None:
+            pytest.fail(f"lldb exited ({client.returncode}) before its attach-wait was in place:\n"
+                        f"{client.stdout.read()}")
+        sent = packets.exists() and "vAttachWait" in packets.read_text(errors="replace")
+        if sent and not names_waits:
+            return
+        if sent:
+            seen = ""
+            for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+                with contextlib.suppress(OSError):
+                    if (b"gdbserver" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                            and namespace(pid, "pid") == pod_pids):
+                        seen = Path(f"/proc/{pid}/wchan").read_text()
+                        if "nanosleep" in seen:
+                            return
+        if time.monotonic() > deadline:
+            client.kill()
+            pytest.fail(f"lldb's attach-wait was not in place within {timeout:.0f} s: " + (
+                f"the pod's gdbserver is in {seen or 'no wait'} after vAttachWait, not polling" if sent else
+                f"no vAttachWait in its packet log {packets}") + f"\n{client.communicate()[0]}")
+        time.sleep(0.05)
