@@ -7,6 +7,7 @@ distribution registry, configured as the official image is).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -15,6 +16,7 @@ import shlex
 import subprocess
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -158,14 +160,49 @@ def stopped_registry(docker: Engine, registry: dict):
 
 
 def test_the_push_waits_for_a_registry_that_does_not_listen_yet(docker, stack, stopped_registry, debug_image):
-    starting = threading.Timer(4, docker.docker, ("start", stopped_registry["name"]))
-    starting.start()
+    """The registry is started only once the push has found it not answering (the script's first "does not
+    answer yet" line), however long the build before it took: then the push goes through."""
+    inputs = resource(stack["evaluation"], "debug-image-build")["inputs"]
+    env = {**docker.env, **inputs["environment"], "CONTEXT_DIR": str(debug_image["work"] / "context")}
+    process = subprocess.Popen([*inputs["interpreter"], inputs["create"]], env=env, text=True,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    retrying = threading.Event()
+    errors: list[str] = []
+    output: list[str] = []
+
+    def read_stderr() -> None:
+        for line in process.stderr:
+            errors.append(line)
+            if "does not answer yet; retrying the push" in line:
+                retrying.set()
+
+    def feed_and_read_stdout() -> None:
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.write(inputs["stdin"])
+            process.stdin.close()
+        output.append(process.stdout.read())
+
+    readers = [threading.Thread(target=f, daemon=True) for f in (read_stderr, feed_and_read_stdout)]
+    for reader in readers:
+        reader.start()
     try:
-        done = build_and_push(docker, stack["evaluation"], debug_image["work"] / "context")
+        deadline = time.monotonic() + 1800
+        while not retrying.wait(0.5):
+            if process.poll() is not None:
+                readers[0].join(timeout=60)
+                assert retrying.is_set(), (f"the build and push ended ({process.returncode}) without finding the "
+                                           f"registry not answering: {''.join(errors)[-3000:]}")
+            assert time.monotonic() < deadline, f"no retried push within 1800 s: {''.join(errors)[-3000:]}"
+        docker.docker("start", stopped_registry["name"])
+        process.wait(timeout=1800)
     finally:
-        starting.join()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for reader in readers:
+            reader.join(timeout=60)
+    done = subprocess.CompletedProcess(process.args, process.returncode, "".join(output), "".join(errors))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "does not answer yet; retrying the push" in done.stderr
     repository = debug_image["image"].rsplit(":", 1)[0]
     assert re.fullmatch(rf"{re.escape(repository)}@sha256:[0-9a-f]{{64}}", done.stdout.strip().splitlines()[-1])
 
