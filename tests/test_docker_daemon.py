@@ -161,7 +161,9 @@ def test_a_silent_listener_is_given_up_on_within_the_bound():
         reason = probe(f"tcp://127.0.0.1:{listener.getsockname()[1]}", seconds=0.5)
         elapsed = time.monotonic() - started
     assert reason == "no answer within 0.5 s"
-    assert 0.4 < elapsed < 1.5, elapsed
+    # It waited for the bound it was given, and gave up then: not at once, and not at the default PROBE_SECONDS
+    # (3 s) or never; the 2 s of room above the bound are for a stall of this machine, not of the probe.
+    assert 0.4 < elapsed < 2.5, elapsed
 
 
 def test_something_that_is_not_http_is_not_docker(tmp_path):
@@ -183,4 +185,6 @@ def test_the_tests_docker_engine_answers_on_the_default_socket():
     with engine():
         started = time.monotonic()
         assert probe(DEFAULT_HOST) is None
-        assert time.monotonic() - started < 0.5, "a ping of a running daemon takes milliseconds"
+        # A ping of a running daemon takes milliseconds: well under the probe's bound (PROBE_SECONDS, 3 s), with
+        # room for a stall of this machine.
+        assert time.monotonic() - started < 2, "a ping of a running daemon takes milliseconds"
