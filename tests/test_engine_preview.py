@@ -356,6 +356,24 @@ def provider_program(folder: Path, **env: str) -> Pulumi:
     return program_project("docker_network", toolchain_bin(), folder, **env)
 
 
+# tests/data/docker_network's network, and the label it carries.
+NETWORK = "ipd-provider-check"
+NETWORK_LABEL = "istio-proxy-debug.test=engine-preview"
+
+
+def remove_leftover_network(docker) -> None:
+    """An earlier run's network, left by a run killed before its destroy (the `up` would fail on the name): removed.
+    One of that name without the label is not this test's: the test stops, leaving it alone."""
+    from tests.docker_engine import made_by
+
+    made = made_by(docker, "network", NETWORK, NETWORK_LABEL)
+    if made is False:
+        pytest.fail(f"a Docker network named {NETWORK} that this test did not make ({NETWORK_LABEL}) exists on the "
+                    "tests' engine: remove it, or find who made it")
+    if made:
+        docker.docker("network", "rm", NETWORK)
+
+
 def test_disable_docker_daemon_check_does_not_let_the_providers_preview_through(tmp_path):
     """Why the program asks first: pulumi-docker 5.1.0 pings in its native half's Configure whatever the setting
     says (and the Python SDK then prints a traceback). If a release ever previews here, the check can go."""
@@ -420,6 +438,7 @@ def test_an_ssh_docker_host_previews_a_new_stack_with_no_daemon_and_the_same_pla
 def test_an_ssh_docker_host_previews_a_stack_with_docker_resources_as_unchanged(tmp_path, docker, unused_listener):
     """Docker resources in the state (one network, made and removed on the tests' engine): no daemon, no change."""
     pulumi = provider_program(tmp_path)
+    remove_leftover_network(docker)
     pulumi("up", "--yes", "--skip-preview")
     daemon_env = pulumi.env
     try:
