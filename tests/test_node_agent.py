@@ -225,11 +225,13 @@ def test_the_lookup_of_a_pod_on_no_node_ends_with_what_it_saw(api_server, namesp
     # A pod no node takes (its node selector matches none) stays unscheduled.
     api_server.kubectl("run", "nowhere-0", "-n", namespace, "--image=docker.io/fortio/fortio", "--restart=Never",
                        "--overrides", json.dumps({"spec": {"nodeSelector": {"no-such": "node"}}}))
-    pending = run_pod_node(api_server, "nowhere-0", namespace, NODE, 13)
+    # 25 s: a round that ends between 10 s and 25 s reports (rounds are 2 s apart, plus kubectl's time), so a
+    # slow kubectl round cannot jump from before the first report straight past the deadline.
+    pending = run_pod_node(api_server, "nowhere-0", namespace, NODE, 25)
     assert pending.returncode == 1
     # It says what it sees while it waits, not only at the end.
     assert f"pod node: waiting for {namespace}/nowhere-0 (not scheduled yet)" in pending.stderr, pending.stderr
-    assert "is on no node after 13s (not scheduled yet)" in pending.stderr
+    assert "is on no node after 25s (not scheduled yet)" in pending.stderr
 
 
 def test_the_agent_shell_is_kubectl_exec_into_the_nodes_namespaces():
