@@ -44,9 +44,21 @@ class ControlPlane:
 
 
 def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
+    return free_ports(address)[0]
+
+
+def free_ports(*addresses: str) -> list[int]:
+    """A free port on each address, all different (on one address): every socket stays bound until all are
+    chosen, so the kernel cannot hand out one port twice (as it could to picks made one at a time, each socket
+    closed before the next). They are free when this returns, not when a server binds them later: see ATTEMPTS."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in addresses]
+        ports: list[int] = []
+        for sock, address in zip(sockets, addresses, strict=True):
+            sock.bind((address, 0))
+            ports.append(sock.getsockname()[1])
+        assert len(set(zip(addresses, ports, strict=True))) == len(ports), ports
+        return ports
 
 
 def _kubeconfig(server: str, ca: Path) -> str:
@@ -70,9 +82,28 @@ current-context: tests
 """
 
 
+# The ports are chosen before the servers bind them (up to minutes later, the API server's readiness first):
+# meanwhile another program, or an outgoing connection's ephemeral port, may take one. A start that fails so is
+# made again, with fresh ports, at most this many times in all.
+ATTEMPTS = 3
+PORT_TAKEN = "address already in use"
+
+
+class PortTaken(AssertionError):
+    """A component of the plane could not bind its port: another program has it."""
+
+
+def _failed(name: str, what: str, log: str) -> AssertionError:
+    taken = [line for line in log.splitlines() if PORT_TAKEN in line]
+    if taken:
+        return PortTaken(f"{name} {what}, its port taken: {taken[-1][:500]}")
+    return AssertionError(f"{name} {what}: {log}")
+
+
 def _wait(what: str, ready, processes: dict[str, subprocess.Popen], logs: Path, timeout: float) -> None:
     """Polls `ready` until it is true (a probe that hangs counts as not yet); a process that exits, or the
-    time-out, fails with its log's tail."""
+    time-out, fails with its log's tail (PortTaken where the exit, or a log at the time-out, says a port was
+    taken)."""
     deadline = time.monotonic() + timeout
 
     def probe() -> bool:
@@ -84,11 +115,14 @@ def _wait(what: str, ready, processes: dict[str, subprocess.Popen], logs: Path, 
     while not probe():
         for name, process in processes.items():
             if process.poll() is not None:
-                raise AssertionError(f"{name} exited ({process.returncode}) before {what}: "
-                                     f"{(logs / f'{name}.log').read_text()[-3000:]}")
+                raise _failed(name, f"exited ({process.returncode}) before {what}",
+                              (logs / f"{name}.log").read_text()[-3000:])
         if time.monotonic() > deadline:
             tails = {name: (logs / f"{name}.log").read_text()[-1500:] for name in processes}
-            raise AssertionError(f"{what} did not happen within {timeout:.0f} s; logs: {tails}")
+            taken = [name for name in processes if PORT_TAKEN in (logs / f"{name}.log").read_text()]
+            raise (PortTaken if taken else AssertionError)(
+                f"{what} did not happen within {timeout:.0f} s" + (f" (a port of {taken} taken)" if taken else "")
+                + f"; logs: {tails}")
         time.sleep(0.2)
 
 
@@ -97,21 +131,59 @@ def control_plane(bin_dir: Path, work: Path, kwok_stages: str | None = None,
                   address: str = "127.0.0.1") -> Iterator[ControlPlane]:
     """The control plane running, its API server ready and one node Ready; stopped afterwards. `kwok_stages`:
     KWOK's Stage documents in place of its default ones for pods. `address`: where the API server listens and
-    what it advertises (the kubeconfig's server); everything else stays on loopback."""
-    logs = work / "logs"
+    what it advertises (the kubeconfig's server); everything else stays on loopback. A start whose port was
+    taken meanwhile is made again with fresh ports (ATTEMPTS in all): the first attempt's logs are in `logs`, a
+    later one's in logs-N."""
     certs = work / "certs"
-    for folder in (logs, certs):
-        folder.mkdir(parents=True, exist_ok=True)
+    certs.mkdir(parents=True, exist_ok=True)
     key = work / "service-account.key"
     subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
     tokens = work / "tokens.csv"
     tokens.write_text(f'{ADMIN_TOKEN},admin,admin,"system:masters"\n')
-    etcd_port, etcd_peer, api_port = free_port(), free_port(), free_port(address)
+    if kwok_stages is not None:
+        (work / "kwok-stages.yaml").write_text(kwok_stages)
+    taken: list[str] = []
+    for attempt in range(1, ATTEMPTS + 1):
+        processes: dict[str, subprocess.Popen] = {}
+        try:
+            plane = _start(bin_dir, work, attempt, kwok_stages is not None, address, processes)
+        except PortTaken as error:
+            for process in reversed(processes.values()):
+                stop(process)
+            taken.append(f"attempt {attempt}: {str(error)[:3000]}")
+            continue
+        except BaseException:
+            for process in reversed(processes.values()):
+                stop(process)
+            raise
+        try:
+            yield plane
+        finally:
+            for process in reversed(processes.values()):
+                stop(process)
+        return
+    raise AssertionError(f"the control plane did not start in {ATTEMPTS} attempts, each with fresh ports: a port "
+                         f"was taken each time (logs in {work}/logs*):\n" + "\n".join(taken))
+
+
+def _start(bin_dir: Path, work: Path, attempt: int, kwok_config: bool, address: str,
+           processes: dict[str, subprocess.Popen]) -> ControlPlane:
+    """One attempt: the plane's processes (into `processes`, for the caller to stop) on ports chosen together,
+    etcd's data new; returns once the API server answers, the node is Ready and the default service account is
+    there. PortTaken if a component could not bind its port."""
+    logs = work / ("logs" if attempt == 1 else f"logs-{attempt}")
+    logs.mkdir(parents=True, exist_ok=True)
+    certs = work / "certs"
+    key = work / "service-account.key"
+    tokens = work / "tokens.csv"
+    api_port, etcd_port, etcd_peer, controller_port, scheduler_port, kwok_port = free_ports(
+        address, *["127.0.0.1"] * 5)
     server = f"https://{address}:{api_port}"
     kubeconfig = work / "kubeconfig"
     kubeconfig.write_text(_kubeconfig(server, certs / "apiserver.crt"))
     commands = {
-        "etcd": [f"--data-dir={work / 'etcd'}", f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+        "etcd": [f"--data-dir={work / ('etcd' if attempt == 1 else f'etcd-{attempt}')}",
+                 f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
                  f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
                  f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
                  f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
@@ -131,7 +203,7 @@ def control_plane(bin_dir: Path, work: Path, kwok_stages: str | None = None,
         "kube-controller-manager": [
             f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1",
-            f"--secure-port={free_port()}", f"--service-account-private-key-file={key}",
+            f"--secure-port={controller_port}", f"--service-account-private-key-file={key}",
             f"--root-ca-file={certs / 'apiserver.crt'}", f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--use-service-account-credentials=false",
             # KWOK's heartbeats lag on a busy 2-core machine: past the default grace the node lifecycle controller
@@ -140,16 +212,14 @@ def control_plane(bin_dir: Path, work: Path, kwok_stages: str | None = None,
         "kube-scheduler": [
             f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}", "--leader-elect=false", "--bind-address=127.0.0.1",
-            f"--secure-port={free_port()}"],
+            f"--secure-port={scheduler_port}"],
         # Only KWOK's own nodes (annotated so): a real kubelet's node and pods are that kubelet's.
         "kwok": [f"--kubeconfig={kubeconfig}", "--manage-all-nodes=false",
                  "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                 f"--server-address=127.0.0.1:{free_port()}"],
+                 f"--server-address=127.0.0.1:{kwok_port}"],
     }
-    if kwok_stages is not None:
-        (work / "kwok-stages.yaml").write_text(kwok_stages)
+    if kwok_config:
         commands["kwok"].append(f"--config={work / 'kwok-stages.yaml'}")
-    processes: dict[str, subprocess.Popen] = {}
     plane = ControlPlane(kubeconfig, bin_dir / "kubectl")
 
     def start(name: str) -> None:
@@ -161,28 +231,28 @@ def control_plane(bin_dir: Path, work: Path, kwok_stages: str | None = None,
         return plane.kubectl("get", "--raw", path, "--request-timeout=5s", check=False,
                              timeout=10).stdout.strip() == "ok"
 
-    try:
-        start("etcd")
-        start("kube-apiserver")
-        _wait("the API server's /readyz", lambda: answers("/readyz"), processes, logs, 120)
-        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
-            start(name)
-        plane.kubectl("apply", "-f", "-", stdin=NODE_MANIFEST)
+    start("etcd")
+    start("kube-apiserver")
+    _wait("the API server's /readyz", lambda: answers("/readyz"), processes, logs, 120)
+    for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+        start(name)
+    plane.kubectl("apply", "-f", "-", stdin=NODE_MANIFEST)
 
-        def node_ready() -> bool:
-            done = plane.kubectl("get", "node", NODE, "-o",
-                                 "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
-            return done.stdout.strip() == "True"
+    def node_ready() -> bool:
+        done = plane.kubectl("get", "node", NODE, "-o",
+                             "jsonpath={.status.conditions[?(@.type=='Ready')].status}", check=False)
+        return done.stdout.strip() == "True"
 
-        _wait(f"node {NODE} Ready", node_ready, processes, logs, 120)
-        # The namespace controller and the service account controller: a pod needs its namespace's default
-        # service account before admission lets it in.
-        _wait("the default service account", lambda: plane.kubectl(
-            "get", "serviceaccount", "default", check=False).returncode == 0, processes, logs, 120)
-        yield plane
-    finally:
-        for process in reversed(processes.values()):
-            stop(process)
+    _wait(f"node {NODE} Ready", node_ready, processes, logs, 120)
+    # The namespace controller and the service account controller: a pod needs its namespace's default
+    # service account before admission lets it in.
+    _wait("the default service account", lambda: plane.kubectl(
+        "get", "serviceaccount", "default", check=False).returncode == 0, processes, logs, 120)
+    for name, process in processes.items():
+        if process.poll() is not None:
+            raise _failed(name, f"exited ({process.returncode}) while the plane started",
+                          (logs / f"{name}.log").read_text()[-3000:])
+    return plane
 
 
 NODE_MANIFEST = f"""apiVersion: v1
