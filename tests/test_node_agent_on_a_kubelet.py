@@ -38,6 +38,7 @@ import pytest
 
 from components.containerd_mirror import registry_address
 from components.debug_image import pull_reference
+from components.debug_ports import DebuggerPorts
 from components.kind_cluster import CERTS_DIR
 from components.lldb_server import STATE_DIR
 from components.workspace import CONTAINER_CACHE_DIR, CONTAINER_SOURCE_DIR
@@ -52,7 +53,7 @@ from tests.docker_engine import (
     start_registry,
 )
 from tests.kubelet_node import NODE_NAME, KubeletNode
-from tests.lldb_session import compile_debuggee, lldb_environment, source_line
+from tests.lldb_session import compile_debuggee, free_port_block, lldb_environment, source_line
 from tests.mock_stack import PREBUILT_BUILD_ID, WALKTHROUGH_ENVOY_PID
 
 REGISTRY_PORT = 5311
@@ -65,9 +66,14 @@ POD_READY_SECONDS = 180
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("node-agent-stack")
+    # The port-forward (lldbServerPortForward) binds every debugger port on this machine's loopback: a block free
+    # now, not the default 2159-2163, which anything on this machine may hold.
+    lldb_server_port = free_port_block(len(DebuggerPorts(0).all))
     evaluation = evaluate("dev", "nodeAccess=kubernetes", f'nodes=["{NODE_NAME}"]', "targetNodeAddress=",
                           "envoySource=prebuilt", f"workDir={work}", f"registryHost={ENGINE_SIDE}",
-                          f"registryPort={REGISTRY_PORT}", f"namespace={NAMESPACE}")
+                          f"registryPort={REGISTRY_PORT}", f"namespace={NAMESPACE}",
+                          f"lldbServerPort={lldb_server_port}")
+    assert evaluation["outputs"]["debuggerPorts"] == list(DebuggerPorts(lldb_server_port).all)
     return {"work": work, "evaluation": evaluation, "outputs": evaluation["outputs"]}
 
 
