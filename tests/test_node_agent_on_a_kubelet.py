@@ -322,7 +322,13 @@ def forward(kubelet_plane, platform: dict, stack: dict):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ports = stack["outputs"]["debuggerPorts"]
     seen: list[str] = []
-    threading.Thread(target=lambda: seen.extend(process.stdout), daemon=True).start()
+    # stderr read as it comes too: kubectl logs there each error of a forwarded connection, and a pipe nobody
+    # reads would block it once full; what it said is in the messages below.
+    errors: list[str] = []
+    readers = [threading.Thread(target=lambda: seen.extend(process.stdout), daemon=True),
+               threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True)]
+    for reader in readers:
+        reader.start()
     started = time.monotonic()
 
     def forwarded() -> set[int]:
@@ -331,8 +337,12 @@ def forward(kubelet_plane, platform: dict, stack: dict):
 
     try:
         while forwarded() != set(ports):
-            assert process.poll() is None, f"the port-forward ended: {seen} {process.stderr.read()}"
-            assert time.monotonic() - started < 60, f"the port-forward did not forward {ports} within 60 s: {seen}"
+            if process.poll() is not None:
+                for reader in readers:
+                    reader.join(timeout=10)
+                pytest.fail(f"the port-forward ended ({process.returncode}): {seen} {''.join(errors)}")
+            assert time.monotonic() - started < 60, (f"the port-forward did not forward {ports} within 60 s: {seen} "
+                                                     f"{''.join(errors)}")
             time.sleep(0.1)
         record("port-forward of every debugger port", time.monotonic() - started)
         yield command
