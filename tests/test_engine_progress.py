@@ -20,18 +20,20 @@ from components.prebuilt_envoy import parse_fetch_result
 from tests.conftest import evaluate, require_tool, resource
 from tests.http_origin import Origin, publish
 from tests.istio_envoy import build
-from tests.test_prebuilt_scripts import PAD, PROGRESS, RATE, padded, progress
+from tests.test_prebuilt_scripts import PAD, PROGRESS, RATE, padded, progress, timed_lines
 from tests.toolchain import PULUMI_HOME, Pulumi, program_project, toolchain_bin
 
 COMMAND_PLUGIN = PULUMI_HOME / "plugins" / "resource-command-v1.2.1"
 
 
-def stream_up(pulumi: Pulumi) -> tuple[int, list[tuple[float, str]]]:
+def stream_up(pulumi: Pulumi, timeout: float = 600) -> tuple[int, list[tuple[float, str]]]:
     """`pulumi up --yes`, non-interactive, its output read line by line with each line's arrival
-    (time.monotonic())."""
+    (time.monotonic()), to its end within `timeout` s (else the up and its plugins are killed and the test fails
+    with its last lines)."""
     with subprocess.Popen([str(pulumi.bin_dir / "pulumi"), "up", "--yes", "--non-interactive"], cwd=pulumi.project,
-                          env=pulumi.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as up:
-        lines = [(time.monotonic(), line.rstrip("\n")) for line in up.stdout]
+                          env=pulumi.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True) as up:
+        lines = timed_lines(up, up.stdout, timeout)
         return up.wait(timeout=60), lines
 
 

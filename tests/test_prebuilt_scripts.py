@@ -5,12 +5,15 @@ CI publishes envoy-debug-<SHA> (tests/istio_envoy.py), and against real git repo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
 import re
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from itertools import pairwise
@@ -330,15 +333,37 @@ class Streamed:
     stderr: list[tuple[float, str]]
 
 
-def stream_rendered(inputs: dict, **values: str) -> Streamed:
-    """run_rendered, with stderr read line by line as it comes."""
+def timed_lines(process: subprocess.Popen, stream, timeout: float) -> list[tuple[float, str]]:
+    """Every line of `stream` (a pipe from `process`, started with start_new_session=True) with its arrival
+    (time.monotonic()), read in a thread to its end. If the end has not come within `timeout` s, the process's
+    whole group is killed (whatever still holds the pipe) and the test fails with the last lines that came."""
+    lines: list[tuple[float, str]] = []
+
+    def read() -> None:
+        for line in stream:
+            lines.append((time.monotonic(), line.rstrip("\n")))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        reader.join(10)
+        pytest.fail(f"{process.args[0]}'s output did not end within {timeout:.0f} s; its last lines:\n"
+                    + "\n".join(line for _, line in lines[-40:]))
+    return lines
+
+
+def stream_rendered(inputs: dict, timeout: float = 300, **values: str) -> Streamed:
+    """run_rendered, with stderr read line by line as it comes (to its end within `timeout` s)."""
     assert set(values) <= set(inputs["environment"]), set(values) - set(inputs["environment"])
     env = {**os.environ, **inputs["environment"], **values}
     with subprocess.Popen(["bash", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          env=env, text=True) as process:
+                          env=env, text=True, start_new_session=True) as process:
         process.stdin.write(inputs["stdin"])
         process.stdin.close()
-        lines = [(time.monotonic(), line.rstrip("\n")) for line in process.stderr]
+        lines = timed_lines(process, process.stderr, timeout)
         # The key=value report is small: the pipe holds it until the script is done.
         stdout = process.stdout.read()
         returncode = process.wait(timeout=60)
