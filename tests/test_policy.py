@@ -15,6 +15,7 @@ import re
 import select
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -703,16 +704,24 @@ def test_a_preview_leaves_unknown_values_to_the_engine_and_reports_no_violation(
 # --- the pack as the CLI runs it -----------------------------------------------------------------------------
 
 
+# How long one call to the pack may take: it answers in milliseconds; a pack that hangs fails the test instead.
+CALL_SECONDS = 60
+
+
 @pytest.fixture(scope="module")
-def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
-    """policy/__main__.py started as the CLI starts it: it prints its gRPC port, then serves."""
-    server = subprocess.Popen([sys.executable, str(POLICY_DIR / "__main__.py")], cwd=POLICY_DIR,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def analyzer(tmp_path_factory) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+    """policy/__main__.py started as the CLI starts it: it prints its gRPC port, then serves. Its stderr goes to a
+    file (a pipe nobody reads would block it once full); its stdout, after the port, is drained likewise."""
+    log = tmp_path_factory.mktemp("policy-pack") / "stderr.log"
+    with open(log, "w") as stderr:
+        server = subprocess.Popen([sys.executable, str(POLICY_DIR / "__main__.py")], cwd=POLICY_DIR,
+                                  stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         ready, _, _ = select.select([server.stdout], [], [], 60)
-        assert ready, "the pack printed no port within 60 s"
+        assert ready, f"the pack printed no port within 60 s; stderr: {log.read_text()[-3000:]}"
         port = server.stdout.readline().strip()
-        assert port.isdigit(), f"the pack printed {port!r}; stderr: {server.stderr.read() if server.poll() else ''}"
+        assert port.isdigit(), f"the pack printed {port!r}; stderr: {log.read_text()[-3000:]}"
+        threading.Thread(target=server.stdout.read, daemon=True).start()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
             yield analyzer_pb2_grpc.AnalyzerStub(channel)
@@ -738,11 +747,11 @@ def analyze(stub, r: dict) -> list:
     json_format.ParseDict(wire(r["inputs"]), properties)
     request = analyzer_pb2.AnalyzeRequest(type=r["type"], properties=properties, name=r["name"],
                                           urn=f"urn:pulumi:dev::istio-proxy-debug::{r['type']}::{r['name']}")
-    return list(stub.Analyze(request).diagnostics)
+    return list(stub.Analyze(request, timeout=CALL_SECONDS).diagnostics)
 
 
 def test_the_pack_declares_its_policies_mandatory(analyzer):
-    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty(), timeout=CALL_SECONDS)
     assert info.name == policies.PACK_NAME
     assert {p.name: p.enforcementLevel for p in info.policies} == {
         p.name: analyzer_pb2.MANDATORY for p in policies.POLICIES
