@@ -30,6 +30,12 @@ class DapClient:
         # Everything the adapter said, in order, for a failure's message.
         self.transcript: list[dict] = []
         self._pending: list[dict] = []
+        # The adapter's stderr, read as it comes (a pipe nobody reads would block it once full): for a failure's
+        # message.
+        self._stderr: list[bytes] = []
+        self._stderr_reader = threading.Thread(target=self._stderr.extend, args=(self._process.stderr,),
+                                               daemon=True)
+        self._stderr_reader.start()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -63,9 +69,10 @@ class DapClient:
         if message is None:
             try:
                 self._process.wait(timeout=10)
-                stderr = self._process.stderr.read().decode(errors="replace")
+                self._stderr_reader.join(timeout=10)
+                stderr = self.stderr()
             except subprocess.TimeoutExpired:
-                stderr = "(it still runs)"
+                stderr = f"(it still runs) {self.stderr()}"
             raise DapError(f"the adapter closed its output (exit {self._process.returncode}); it said: {self.said()}; "
                            f"stderr: {stderr[-2000:]}")
         self.transcript.append(message)
@@ -101,6 +108,10 @@ class DapClient:
 
     def request(self, command: str, arguments: dict | None = None, timeout: float = 120) -> dict:
         return self.response(self.send(command, arguments), timeout)
+
+    def stderr(self) -> str:
+        """What the adapter wrote to its stderr so far."""
+        return b"".join(list(self._stderr)).decode(errors="replace")
 
     def said(self) -> str:
         """The adapter's output events and responses so far, shortened, for a failure's message."""
