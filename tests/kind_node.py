@@ -201,14 +201,29 @@ def kwok_pod_stages(kwok_module: Path) -> str:
 class SandboxKubelet:
     """What the kubelet does for pods bound to `node` that KWOK cannot: their images pulled by the node's containerd
     and their sandboxes started (start_pod), then the pod marked for KWOK's Ready; a pod that is gone has its sandbox
-    stopped. Polls the API server in a thread; what went wrong is kept in `errors` (a kubelet retries, so does this)."""
+    stopped. Polls the API server in a thread. A kubelet retries, so does this: `errors` is what went wrong and has
+    not come right since (a pod's errors until its sandbox runs and is marked, or the pod is gone; the listing's
+    until a listing answers; a sandbox that could not be stopped, for good); `history` is everything that went
+    wrong, in order."""
+
+    # The keys in `_failing` that are no pod's.
+    LISTING, STOPPING = "listing the node's pods", "stopping sandboxes"
 
     def __init__(self, engine: Engine, plane: ControlPlane, node: str):
         self.engine, self.plane, self.node = engine, plane, node
         self.pods: dict[str, Pod] = {}
-        self.errors: list[str] = []
+        # The pods (by uid) whose sandbox runs and which carry SANDBOX_STARTED.
+        self.marked: set[str] = set()
+        self.history: list[str] = []
+        self._failing: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def errors(self) -> list[str]:
+        with self._lock:
+            return [error for errors in self._failing.values() for error in errors]
 
     def __enter__(self) -> SandboxKubelet:
         self._thread.start()
@@ -220,31 +235,61 @@ class SandboxKubelet:
         for pod in self.pods.values():
             stop_pod(self.engine, self.node, pod)
 
+    def _failed(self, key: str, what: str, error: Exception) -> None:
+        message = f"{what}: {type(error).__name__}: {error}"
+        with self._lock:
+            self.history.append(message)
+            self._failing.setdefault(key, []).append(message)
+
+    def _cleared(self, key: str) -> None:
+        with self._lock:
+            self._failing.pop(key, None)
+
     def _run(self) -> None:
         while not self._stop.wait(0.5):
             try:
                 self._sync()
             except Exception as error:  # noqa: BLE001 (kept for the tests to report; the loop goes on)
-                self.errors.append(f"{type(error).__name__}: {error}")
+                self._failed(self.LISTING, self.LISTING, error)
 
     def _sync(self) -> None:
         listed = self.plane.kubectl("get", "pods", "--all-namespaces", "--field-selector",
                                     f"spec.nodeName={self.node}", "-o", "json", timeout=30)
         current = {pod["metadata"]["uid"]: pod for pod in json.loads(listed.stdout)["items"]
                    if not pod["metadata"].get("deletionTimestamp")}
+        self._cleared(self.LISTING)
         for uid in set(self.pods) - set(current):
-            stop_pod(self.engine, self.node, self.pods.pop(uid))
+            gone = self.pods.pop(uid)
+            self.marked.discard(uid)
+            try:
+                stop_pod(self.engine, self.node, gone)
+            except Exception as error:  # noqa: BLE001 (a sandbox left running: kept, for good)
+                self._failed(self.STOPPING, f"stopping {gone.name}'s sandbox", error)
+        # A pod that is gone can fail no more: what it went through stays in `history` only.
+        with self._lock:
+            for key in set(self._failing) - set(current) - {self.LISTING, self.STOPPING}:
+                del self._failing[key]
         for uid, pod in current.items():
-            if uid in self.pods:
+            if uid in self.marked:
                 continue
             metadata = pod["metadata"]
+            try:
+                self._start(uid, metadata)
+            except Exception as error:  # noqa: BLE001 (kept until the pod starts; retried next round)
+                self._failed(uid, f"{metadata['namespace']}/{metadata['name']}", error)
+
+    def _start(self, uid: str, metadata: dict) -> None:
+        """The pod's sandbox started, unless it runs already, and the pod marked: a round that fails between the
+        two marks it the next time."""
+        if uid not in self.pods:
             reference = metadata.get("annotations", {}).get(PROXY_IMAGE_ANNOTATION)
             if reference is None:
-                continue
+                return
             pulled = pull(self.engine, self.node, reference)
             if pulled.returncode != 0:
-                raise RuntimeError(f"pulling {reference} for {metadata['namespace']}/{metadata['name']}: "
-                                   f"{pulled.stderr.strip()[-500:]}")
+                raise RuntimeError(f"pulling {reference}: {pulled.stderr.strip()[-500:]}")
             self.pods[uid] = start_pod(self.engine, self.node, metadata["namespace"], metadata["name"], reference)
-            self.plane.kubectl("annotate", "pod", metadata["name"], "--namespace", metadata["namespace"],
-                               f"{SANDBOX_STARTED}=true", "--overwrite")
+        self.plane.kubectl("annotate", "pod", metadata["name"], "--namespace", metadata["namespace"],
+                           f"{SANDBOX_STARTED}=true", "--overwrite")
+        self.marked.add(uid)
+        self._cleared(uid)
