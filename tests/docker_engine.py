@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "docker-engine"
 NETNS = "ipd-docker"
 HOST_SIDE, ENGINE_SIDE = "10.203.0.1", "10.203.0.2"
-PROXY_PORT = 3142
 # The default socket: the stack's builder and debugger mount it (docker.sock), so the engine must serve it.
 SOCKET = Path("/var/run/docker.sock")
 RUNTIME = Path("/run/ipd-docker")
@@ -112,10 +111,9 @@ def engine() -> Iterator[Engine]:
     `python -m tests.docker_engine` starts one and keeps it until interrupted, for test sessions side by side."""
     config = CACHE / "client-config"
     config.mkdir(parents=True, exist_ok=True)
-    proxy = f"http://{HOST_SIDE}:{PROXY_PORT}"
-    (config / "config.json").write_text(json.dumps({"proxies": {"default": {"httpProxy": proxy}}}))
     env = _engine_env(config)
     if _answers(env):
+        # The client config (its proxy's port) is the one written by whoever started this engine: kept.
         yield Engine(env, in_netns=_serving_from_netns())
         return
     _clear_leftovers()
@@ -129,11 +127,19 @@ def engine() -> Iterator[Engine]:
         for command in (["addr", "add", f"{ENGINE_SIDE}/30", "dev", "ipd-dk1"], ["link", "set", "ipd-dk1", "up"],
                         ["link", "set", "lo", "up"], ["route", "add", "default", "via", HOST_SIDE]):
             _run("ip", "-n", NETNS, *command)
-        proxy_process = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "forward_proxy.py"), HOST_SIDE, str(PROXY_PORT)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # On a port the kernel chooses: a fixed one (apt-cacher-ng's 3142, say) may be held by a listener on every
+        # address of this machine.
+        proxy_log = CACHE / "forward-proxy.log"
+        with open(proxy_log, "w") as proxy_errors:
+            proxy_process = subprocess.Popen(
+                [sys.executable, str(ROOT / "tests" / "forward_proxy.py"), HOST_SIDE, "0"],
+                stdout=subprocess.PIPE, stderr=proxy_errors, text=True)
         stack.callback(stop, proxy_process)
-        assert proxy_process.stdout.readline().strip() == "ready"
+        ready = proxy_process.stdout.readline().split()
+        assert ready[:1] == ["ready"] and len(ready) == 2, (
+            f"the forward proxy did not start: {proxy_log.read_text()[-2000:]}")
+        proxy = f"http://{HOST_SIDE}:{ready[1]}"
+        (config / "config.json").write_text(json.dumps({"proxies": {"default": {"httpProxy": proxy}}}))
         RUNTIME.mkdir(parents=True, exist_ok=True)
         log = open(CACHE / "dockerd.log", "w")  # noqa: SIM115 (closed by the exit stack)
         stack.callback(log.close)

@@ -1,7 +1,9 @@
 """A plain-HTTP forward proxy for the tests' Docker engine (tests/docker_engine.py): apt in builds and
 containers fetches Debian's archive through it. Only GET and HEAD of absolute http:// URLs; nothing else.
 
-    python3 tests/forward_proxy.py ADDRESS PORT      (prints "ready" once it listens)
+    python3 tests/forward_proxy.py ADDRESS PORT      (prints "ready PORT" once it listens)
+
+PORT 0 lets the kernel choose a free one: the "ready" line says which.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Proxy(BaseHTTPRequestHandler):
 
 def main() -> None:
     server = ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Proxy)
-    print("ready", flush=True)
+    print(f"ready {server.server_address[1]}", flush=True)
     server.serve_forever()
 
 
