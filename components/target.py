@@ -334,6 +334,11 @@ class Target(pulumi.ComponentResource):
             spec=statefulset["spec"],
             opts=child_options(
                 self, opts, delete_before_replace=True,
+                # A new template makes a new StatefulSet rather than a rolling update: the provider's wait for an
+                # update can end on the old pod (its StatefulSet awaiter ignores status.observedGeneration, so the
+                # status from before the update counts as rolled out), and lldb-server would then look for the new
+                # pod's process in the old one. A new StatefulSet is Ready only with its new pod.
+                replace_on_changes=["spec.template"],
                 custom_timeouts=pulumi.CustomTimeouts(create=ROLLOUT_TIMEOUT, update=ROLLOUT_TIMEOUT),
             ),
         )

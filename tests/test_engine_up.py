@@ -438,10 +438,11 @@ def test_a_changed_key_previews_as_exactly_that_change_and_what_it_replaces(firs
     try:
         preview = ada("preview", "--diff")
         changed = changes(ada)
-        # The sidecar's memory limit is the pod template's annotation: the StatefulSet rolls its pod, so lldb-server
-        # (in the old pod's namespaces) starts again, and what names its pid changes with it.
+        # The sidecar's memory limit is the pod template's annotation: a new template makes a new StatefulSet (whose
+        # create waits for its new pod), so lldb-server (in the old pod's namespaces) starts again, and what names
+        # its pid changes with it.
         assert changed == {
-            "target-statefulset": {"update"},
+            "target-statefulset": {"replace"},
             "lldb-server-platform": {"replace"},
             "launch-file-merge": {"update"},
         }, changed
