@@ -46,10 +46,12 @@ class DapClient:
                 name, _, value = line.decode().partition(":")
                 if name.strip().lower() == "content-length":
                     length = int(value)
-            if not line or length is None:
+            body = stream.read(length) if line and length is not None else b""
+            # The adapter ended (or was ended by close()) mid-message: nothing more will come.
+            if len(body) < (length or 1):
                 self._messages.put(None)
                 return
-            self._messages.put(json.loads(stream.read(length)))
+            self._messages.put(json.loads(body))
 
     def send(self, command: str, arguments: dict | None = None) -> int:
         self._seq += 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -33,8 +34,9 @@ from tests.conftest import git
 from tests.control_plane import ControlPlane, control_plane, free_port
 from tests.docker_engine import BOOKWORM, HOST_SIDE, Engine, base_image, made_by, registry_stand_in
 from tests.http_origin import Origin, publish
-from tests.istio_envoy import WORKER_CC, build, envoy_origin, line_of, proxy_checkout
+from tests.istio_envoy import WORKER_CC, PublishedEnvoy, build, envoy_origin, line_of, proxy_checkout
 from tests.kind_node import kwok_pod_stages, start_node
+from tests.mesh_images import proxyv2_image
 from tests.toolchain import Pulumi, pulumi_env, script_value, toolchain_dir, user_project
 
 NODE = "ipd-e2e-node"
@@ -112,7 +114,7 @@ def stand_in_images(engine: Engine, work: Path) -> None:
     work.mkdir(parents=True, exist_ok=True)
     base_image(engine, BOOKWORM)
     base_image(engine, "docker.io/library/ubuntu:22.04")
-    base_image(engine, f"docker.io/istio/proxyv2:{ISTIO_VERSION}")
+    proxyv2_image(engine, ISTIO_VERSION, work / "proxyv2")
     registry_stand_in(engine, work)
 
 
@@ -153,19 +155,22 @@ def git_daemon(base: Path, repository: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def origins(work: Path) -> Iterator[Origins]:
+def origins(work: Path, published: PublishedEnvoy | None = None, padding: int = PADDING_BYTES) -> Iterator[Origins]:
     """istio/proxy's repository with the release's tag, Envoy's at the commit its WORKSPACE pins, and the bucket with
-    the envoy-debug-<SHA> Istio's CI publishes for the tag's commit, its .dwp padded."""
+    the envoy-debug-<SHA> Istio's CI publishes for the tag's commit (`published`, else the synthetic Envoy of
+    tests/istio_envoy.py), its .dwp padded by `padding` bytes."""
     envoy, envoy_commit = envoy_origin(work / "git" / "envoy")
     # The stack fetches the pinned commit by its SHA-1, as from GitHub.
     git(envoy, "config", "uploadpack.allowAnySHA1InWant", "true")
     proxy = proxy_checkout(work / "git" / "proxy", envoy_commit, tag=ISTIO_VERSION)
     sha = git(proxy, "rev-parse", f"{ISTIO_VERSION}^{{commit}}")
-    published = build(work / "ci")
-    padding = work / "padding"
-    padding.write_bytes(os.urandom(PADDING_BYTES))
-    subprocess.run(["objcopy", "--add-section", f".ipd_padding={padding}", str(published.dwp)], check=True)
-    publish(work / "bucket", sha, published.elf, published.dwp)
+    published = published or build(work / "ci")
+    dwp = work / "envoy.dwp"
+    shutil.copy(published.dwp, dwp)
+    if padding:
+        (work / "padding").write_bytes(os.urandom(padding))
+        subprocess.run(["objcopy", "--add-section", f".ipd_padding={work / 'padding'}", str(dwp)], check=True)
+    publish(work / "bucket", sha, published.elf, dwp)
     with Origin(work / "bucket", host=HOST_SIDE) as bucket, git_daemon(work / "git", "envoy") as daemon:
         yield Origins(bucket, f"file://{proxy}", f"{daemon}/envoy", sha)
 

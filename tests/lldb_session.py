@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import random
+import re
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,3 +143,80 @@ def run_lldb(commands: list[str], timeout: float = 120, cwd: Path | None = None,
     env = environment if home is None else {**environment, "HOME": str(home)}
     done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
     return done.stdout + done.stderr
+
+
+def in_debugger_view(work: Path, command: list[str], tools: dict[str, Path] | None = None) -> list[str]:
+    """`command` on this machine as in the stack's debugger container: in a mount namespace of its own where the
+    workspace under `work` is where the container mounts it (/work and /home/.cache). `tools`: folders of this
+    machine the command needs, by name, at /mnt/<name> (the workspace's /work may hide where they are here)."""
+    from components.workspace import CONTAINER_CACHE_DIR, CONTAINER_SOURCE_DIR
+
+    binds = "".join(f"mkdir /mnt/{name}; mount --bind {folder} /mnt/{name}; "
+                    for name, folder in (tools or {}).items())
+    script = (f"set -e; mount --make-rprivate /; mount -t tmpfs tmpfs /mnt; {binds}"
+              f"mount --bind {work / 'work'} {CONTAINER_SOURCE_DIR}; "
+              f"mount -t tmpfs tmpfs /home; mkdir -p {CONTAINER_CACHE_DIR}; "
+              f"mount --bind {work / 'home' / '.cache'} {CONTAINER_CACHE_DIR}; "
+              'exec "$@"')
+    return ["unshare", "--mount", "--", "/bin/bash", "-c", script, "debugger", *command]
+
+
+class InteractiveLldb:
+    """The lldb CLI driven as a developer types into it: each command on its stdin, its output read as it comes.
+    lldb echoes every line it reads after the previous one is done, so the end of a command's output is where the
+    comment line sent after it comes back. Fed by a pipe, lldb runs the process asynchronously: `continue` returns
+    at once, and a stop is printed when it happens (`wait_for`)."""
+
+    def __init__(self, command: list[str], env: dict[str, str]):
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
+        self.transcript = ""
+        self._unread = ""
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._count = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_for(self, pattern: str, timeout: float) -> str:
+        """Everything printed up to the first line matching `pattern` (a regular expression) since the last read."""
+        deadline = time.monotonic() + timeout
+        compiled = re.compile(pattern)
+        while True:
+            for index, line in enumerate(lines := self._unread.splitlines(keepends=True)):
+                if compiled.search(line):
+                    self._unread = "".join(lines[index + 1:])
+                    return "".join(lines[:index + 1])
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"lldb did not print /{pattern}/ within {timeout:.0f} s:\n"
+                                     f"{self.transcript[-4000:]}")
+            with contextlib.suppress(queue.Empty):
+                line = self._lines.get(timeout=min(remaining, 0.5))
+                if line is None:
+                    raise AssertionError(f"lldb exited ({self.process.wait()}) before /{pattern}/:\n"
+                                         f"{self.transcript[-4000:]}")
+                self.transcript += line
+                self._unread += line
+
+    def run(self, command: str, timeout: float = 120) -> str:
+        """`command`, then what it printed once lldb has finished it."""
+        self._count += 1
+        marker = f"# ipd-done-{self._count}"
+        self.process.stdin.write(f"{command}\n{marker}\n")
+        self.process.stdin.flush()
+        return self.wait_for(re.escape(marker), timeout)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.write("quit\n")
+                self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
