@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.rounds import one_round, print_medians  # noqa: E402
 from tests.docker_engine import engine  # noqa: E402
 from tests.kubelet_node import NODE_IMAGE, PAUSE_IMAGE  # noqa: E402
 
@@ -36,17 +33,6 @@ def remove_node_images(docker) -> None:
         docker.docker("rmi", "--force", reference, check=False)
 
 
-def one_round() -> dict[str, float]:
-    with tempfile.TemporaryDirectory() as folder:
-        figures = Path(folder) / "figures.json"
-        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *MODULES], cwd=ROOT,
-                              env={**os.environ, "CI": "true", "IPD_FIGURES": str(figures)}, capture_output=True,
-                              text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"the tests failed:\n{done.stdout[-3000:]}")
-        return json.loads(figures.read_text())
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -57,15 +43,13 @@ def main() -> int:
         for number in range(args.rounds):
             if args.first and number == 0:
                 remove_node_images(docker)
-            rounds.append(one_round())
+            rounds.append(one_round(MODULES))
             print(f"round {number + 1}: {json.dumps(rounds[-1])}", flush=True)
     if args.first:
         first = rounds[0]
         print(f"first join (node image built, then Ready): {first['node image'] + first['node ready']:.1f} s")
         rounds = rounds[1:] or rounds
-    for figure in rounds[0]:
-        values = [r[figure] for r in rounds]
-        print(f"{figure}: median {statistics.median(values):.2f} s over {len(values)} ({values})")
+    print_medians(rounds)
     return 0
 
 

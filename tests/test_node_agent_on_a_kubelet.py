@@ -41,7 +41,7 @@ from components.debug_image import pull_reference
 from components.debug_ports import DebuggerPorts
 from components.kind_cluster import CERTS_DIR
 from components.lldb_server import STATE_DIR
-from components.workspace import CONTAINER_CACHE_DIR, CONTAINER_SOURCE_DIR
+from components.workspace import CONTAINER_CACHE_DIR
 from tests.conftest import evaluate, require_tool, resource
 from tests.docker_engine import (
     BOOKWORM,
@@ -52,8 +52,9 @@ from tests.docker_engine import (
     stage_and_build,
     start_registry,
 )
+from tests.figures import record
 from tests.kubelet_node import NODE_NAME, KubeletNode
-from tests.lldb_session import compile_debuggee, free_port_block, lldb_environment, source_line
+from tests.lldb_session import compile_debuggee, free_port_block, in_debugger_view, lldb_environment, source_line
 from tests.mock_stack import PREBUILT_BUILD_ID, WALKTHROUGH_ENVOY_PID
 
 REGISTRY_PORT = 5311
@@ -102,13 +103,6 @@ def apply(plane, manifest: dict) -> None:
 def as_manifest(inputs: dict, kind: str) -> dict:
     """A Kubernetes resource's inputs as the provider sends them: apiVersion, kind, metadata and the rest."""
     return {"apiVersion": "v1", "kind": kind, **inputs}
-
-
-def record(figure: str, seconds: float) -> None:
-    """A figure for bench/node_agent.py, into the JSON file IPD_FIGURES names (when it names one)."""
-    if path := os.environ.get("IPD_FIGURES"):
-        figures = json.loads(Path(path).read_text()) if Path(path).exists() else {}
-        Path(path).write_text(json.dumps({**figures, figure: round(seconds, 2)}, indent=2))
 
 
 def wait_for(what: str, check, timeout: float, explain=lambda: "") -> float:
@@ -352,16 +346,9 @@ def forward(kubelet_plane, platform: dict, stack: dict):
 
 
 def lldb_here(stack: dict, commands: list[str]) -> subprocess.CompletedProcess:
-    """The real lldb on this machine, in a mount namespace of its own where the workspace is where the debugger
-    container mounts it (/work and /home/.cache)."""
-    lldb = require_tool("lldb")
-    work = stack["work"]
-    script = (f"set -e; mount --make-rprivate /; mount --bind {work / 'work'} {CONTAINER_SOURCE_DIR}; "
-              f"mount -t tmpfs tmpfs /home; mkdir -p {CONTAINER_CACHE_DIR}; "
-              f"mount --bind {work / 'home' / '.cache'} {CONTAINER_CACHE_DIR}; "
-              f'exec {lldb} --batch --no-lldbinit "$@"')
+    """The real lldb on this machine, in the debugger container's view of the workspace."""
     args = [a for command in commands for a in ("-o", command)]
-    return subprocess.run(["unshare", "--mount", "--", "/bin/bash", "-c", script, "lldb", *args],
+    return subprocess.run(in_debugger_view(stack["work"], [require_tool("lldb"), "--batch", "--no-lldbinit", *args]),
                           capture_output=True, text=True, timeout=300, env=lldb_environment())
 
 
