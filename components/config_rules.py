@@ -219,7 +219,56 @@ def code_server_needs_a_password(v: Values) -> Iterator[Problem]:
                                             "characters>", missing=True)
 
 
+def _in_place(v: Values) -> bool:
+    return bool(v["attachTo"])
+
+
+def in_place_from_this_host(v: Values) -> Iterator[Problem]:
+    if _in_place(v) and v["placement"] == "cluster":
+        yield Problem("placement", "expected host with attachTo: the debugger runs on this host, beside the "
+                                   "lldb-server it puts on the pod's node; pulumi config set placement host")
+
+
+def in_place_on_an_existing_cluster(v: Values) -> Iterator[Problem]:
+    if _in_place(v) and v["cluster"] == "kind":
+        yield Problem("cluster", "expected existing with attachTo: the pod runs in a cluster you have, which the "
+                                 "stack neither makes nor deletes; pulumi config rm cluster")
+
+
+def in_place_streams_lldb_server_to_the_node(v: Values) -> Iterator[Problem]:
+    if _in_place(v) and v["nodeAccess"] == "ssh":
+        yield Problem("nodeAccess", "expected kubernetes (or docker for node containers) with attachTo: the stack "
+                                    "streams lldb-server to the pod's node through kubectl exec (or docker exec), "
+                                    "since the pod runs no debug image; pulumi config set nodeAccess kubernetes")
+
+
+# What only a deployed target uses, and what it must be for one: attachTo debugs the pod as it runs.
+_DEPLOYED_ONLY = {
+    "mode": ("attach", "the Envoy that runs is attached to, never started again; pulumi config rm mode"),
+    "target": ("sidecar", "attachTo names the pod, a waypoint's or a gateway's too; pulumi config rm target"),
+    "envoySource": ("prebuilt", "the pod runs its own Envoy, which nothing builds; Istio's release symbols are "
+                                "loaded for it; pulumi config rm envoySource"),
+}
+_NODE_SETTINGS = ("nodes", "targetNodeName", "targetNodeAddress", "registryHost")
+
+
+def in_place_deploys_nothing(v: Values) -> Iterator[Problem]:
+    if not _in_place(v):
+        return
+    for key, (wanted, why) in _DEPLOYED_ONLY.items():
+        if v[key] not in (None, wanted):
+            yield Problem(key, f"expected {wanted} with attachTo: {why}")
+    for key in _NODE_SETTINGS:
+        if v.raw.get(key) not in (None, "", "[]"):
+            yield Problem(key, f"expected no value with attachTo: lldb-server runs on the node the pod runs on, "
+                               f"and nothing is pulled there; pulumi config rm {key}")
+
+
 RULES: tuple[Rule, ...] = (
+    in_place_from_this_host,
+    in_place_on_an_existing_cluster,
+    in_place_streams_lldb_server_to_the_node,
+    in_place_deploys_nothing,
     kind_runs_on_the_host,
     kind_nodes_are_containers,
     node_containers_need_the_host_placement,

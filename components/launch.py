@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import pulumi
@@ -124,4 +125,87 @@ def launch_outputs(*, mode: str, pod: pulumi.Input[str], elf: pulumi.Input[str],
             lambda v: json.dumps(launch_json(mode=mode, pod=v["pod"], **v["session"]), indent=2)
         ),
         lldb_commands=session.apply(lambda s: "\n".join(lldb_commands(mode=mode, **s))),
+    )
+
+
+# --- attachTo: the running Envoy, in place ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SymbolFile:
+    """Istio's unstripped twin of the running Envoy, and where the running one is loaded."""
+
+    elf: str
+    slide: str
+
+
+def symbol_file_commands(symbols: SymbolFile | None) -> list[str]:
+    """A symbol file whose build-id differs from the running executable's (one link stripped, one not) cannot be
+    matched by build-id: it is added as a module of its own and loaded where the running Envoy is."""
+    if symbols is None:
+        return []
+    return [f"target modules add {symbols.elf}", f"target modules load --file {symbols.elf} --slide {symbols.slide}"]
+
+
+def in_place_lldb_commands(*, pid: int, connect_url: str, source_map: SourceMap,
+                           symbols: SymbolFile | None) -> list[str]:
+    """Attach, load the symbols, and let Envoy run again at once: a production Envoy stalls only for the attach."""
+    remaps = [f"settings append target.source-map {source} {target}" for source, target in source_map]
+    return [*lldb_settings(), *platform_commands(connect_url), *remaps, f"process attach --pid {pid}",
+            *symbol_file_commands(symbols), "process continue"]
+
+
+def in_place_launch_json(*, pid: int, connect_url: str, source_map: SourceMap, symbols: SymbolFile | None,
+                         pod: str) -> dict:
+    """CodeLLDB and lldb-dap attach to the pid (no `program`: the running executable is the pod's) and load the
+    symbol file before the process runs on; neither stops it on entry."""
+    init = [*lldb_settings(), *platform_commands(connect_url)]
+    post = symbol_file_commands(symbols)
+    name = f"Attach to envoy (pid {pid}) in {pod}, in place"
+    return {"version": "0.2.0", "configurations": [
+        {"name": f"{name} (CodeLLDB)", "type": "lldb", "request": "attach", "pid": pid,
+         "sourceMap": dict(source_map), "initCommands": init, "postRunCommands": post},
+        {"name": f"{name} (lldb-dap)", "type": "lldb-dap", "request": "attach", "pid": pid,
+         "sourceMap": [[source, target] for source, target in source_map], "initCommands": init,
+         "postRunCommands": post},
+    ]}
+
+
+@dataclass(frozen=True)
+class SymbolsVerdict:
+    symbols: SymbolFile | None
+    # One line for the developer: what was compared, and what it means.
+    line: str
+
+
+def symbols_verdict(*, artifact: str, elf: str, missing: str | None, symbol_digest: str, running_digest: str,
+                    slide: str) -> SymbolsVerdict:
+    """Whether Istio's symbol file is the running Envoy's code: their .text bytes, by SHA-256."""
+    if missing:
+        return SymbolsVerdict(None, f"no symbols: no {artifact} for the running Envoy ({missing}); attached "
+                                    "without Envoy's symbols")
+    if symbol_digest != running_digest:
+        return SymbolsVerdict(None, f"no symbols: {elf} is not the running Envoy's code (.text SHA-256 "
+                                    f"{symbol_digest[:16]}…, the running executable's {running_digest[:16]}…: a "
+                                    "custom build or a patched image); attached without Envoy's symbols")
+    return SymbolsVerdict(SymbolFile(elf, slide), f"symbols: {elf} is the running Envoy's code (.text SHA-256 "
+                                                  f"{running_digest[:16]}…), loaded at slide {slide}")
+
+
+def in_place_outputs(*, pod: pulumi.Input[str], connect_url: pulumi.Input[str], pid: pulumi.Input[int],
+                     source_map: pulumi.Input[SourceMap], verdict: pulumi.Input[SymbolsVerdict]) -> LaunchOutputs:
+    session = pulumi.Output.all(pid=pid, connect_url=connect_url, verdict=verdict,
+                                source_map=pulumi.Output.from_input(source_map).apply(
+                                    lambda pairs: [tuple(pair) for pair in pairs]))
+
+    def kwargs(s: dict) -> dict:
+        # The source map only matters with the symbols: the running Envoy has no line tables of its own.
+        symbols = s["verdict"].symbols
+        return {"pid": s["pid"], "connect_url": s["connect_url"], "symbols": symbols,
+                "source_map": s["source_map"] if symbols else []}
+
+    return LaunchOutputs(
+        launch_json=pulumi.Output.all(pod=pod, session=session).apply(
+            lambda v: json.dumps(in_place_launch_json(pod=v["pod"], **kwargs(v["session"])), indent=2)),
+        lldb_commands=session.apply(lambda s: "\n".join(in_place_lldb_commands(**kwargs(s)))),
     )

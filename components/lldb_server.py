@@ -13,7 +13,9 @@ connection from … (expecting …)"). So the host given is where the debugger c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import posixpath
+import shlex
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -23,12 +25,15 @@ from components.debug_ports import DebuggerPorts
 from components.node_access import NodeAccess, with_script
 from components.node_agent import lldb_server_port_forward, pod_node_environment
 from components.options import child_options
-from components.scripts import script, shell_assignments
+from components.scripts import key_values, script, shell_assignments
+from components.workspace import CONTAINER_CACHE_DIR, WorkspaceLayout
 
 # Where the debug image puts the real binary (its gdbserver must be found beside it).
 IMAGE_LLDB_SERVER = "/opt/lldb-server/bin/lldb-server"
 # On the node, outside any pod: the pidfile and the log, one pair per stack.
 STATE_DIR = "/run/istio-proxy-debug"
+# attachTo: the lldb-server bundles the stacks put on the node (components/scripts/lldb-server-bundle-install.sh).
+BUNDLE_ROOT = "/var/lib/istio-proxy-debug"
 # nodeAccess kubernetes: how long the target pod may take to be scheduled (its StatefulSet is Ready already).
 POD_NODE_WAIT_SECONDS = 120
 
@@ -44,7 +49,8 @@ LISTEN_ALL_ADDRESS = "0.0.0.0"
 
 
 def node_parameters(*, pod: str, namespace: str, process_name: str, debugger_address: str, listen_all: bool,
-                    ports: DebuggerPorts, instance: str) -> dict[str, str | int]:
+                    ports: DebuggerPorts, instance: str, container_id: str | None = None,
+                    bundle_dir: str | None = None) -> dict[str, str | int]:
     return {
         "POD_NAME": pod,
         "POD_NAMESPACE": namespace,
@@ -57,12 +63,42 @@ def node_parameters(*, pod: str, namespace: str, process_name: str, debugger_add
         "LLDB_SERVER": IMAGE_LLDB_SERVER,
         "STATE_DIR": STATE_DIR,
         "INSTANCE": instance,
+        # attachTo: the container by its id, and the lldb-server the stack put on the node.
+        **({"CONTAINER_ID": container_id, "LLDB_SERVER_BUNDLE": bundle_dir} if container_id else {}),
     }
 
 
 def start_script(parameters: Mapping[str, str | int]) -> str:
     """Stops a previous instance, then starts the server; prints the target's pid inside the pod."""
-    return render_node_script(parameters, script("lldb-server-stop.sh"), script("lldb-server-start.sh"))
+    return render_node_script(parameters, script("elf-facts.sh"), script("lldb-server-stop.sh"),
+                              script("lldb-server-start.sh"))
+
+
+def bundle_dir(instance: str) -> str:
+    """attachTo: where the lldb-server bundle goes on the node, one per stack; on disk, not in /run's memory."""
+    return f"{BUNDLE_ROOT}/{instance}/lldb-server"
+
+
+def install_bundle_command(access: NodeAccess, node: str, host_dir: str, node_dir: str, digest: str) -> str:
+    """The bundle from the developer host's folder, streamed as a tar into the node's folder."""
+    install = render_node_script({"BUNDLE_DIR": node_dir, "DIGEST": digest}, script("lldb-server-bundle-install.sh"))
+    return f"tar -C {shlex.quote(host_dir)} -cf - . | {access.root_command(node, install)}"
+
+
+def remove_bundle_command(access: NodeAccess, node: str, node_dir: str) -> str:
+    parent = posixpath.dirname(node_dir)
+    return access.root_command(node, f"rm -rf {shlex.quote(node_dir)}; rmdir {shlex.quote(parent)} "
+                                     f"{shlex.quote(BUNDLE_ROOT)} 2>/dev/null || true")
+
+
+@dataclass(frozen=True)
+class InPlace:
+    """attachTo: the running container, by its id, and the lldb-server bundle on the developer host (collected
+    from the debugger's lldb) with the digest of its files."""
+
+    container_id: pulumi.Input[str]
+    bundle_host_dir: pulumi.Input[str]
+    bundle_digest: pulumi.Input[str]
 
 
 def stop_script(parameters: Mapping[str, str | int]) -> str:
@@ -92,11 +128,17 @@ class LldbServerArgs:
     # address there), and what changes when the node container is made anew.
     node_network: pulumi.Input[str] | None = None
     node_created: Sequence[pulumi.Input[str]] = ()
+    # attachTo: the running container and the lldb-server the stack puts on the node for it.
+    in_place: InPlace | None = None
 
 
 class LldbServer(pulumi.ComponentResource):
     connect_url: pulumi.Output[str]
     pid: pulumi.Output[int]
+    # attachTo: the running executable's .text digest and load slide (components/scripts/lldb-server-start.sh);
+    # None otherwise.
+    text_digest: pulumi.Output[str | None]
+    load_slide: pulumi.Output[str | None]
     # nodeAccess kubernetes, host placement: the port-forward to the node's loopback the debugger connects
     # through; None otherwise.
     port_forward_command: pulumi.Output[str | None]
@@ -106,12 +148,16 @@ class LldbServer(pulumi.ComponentResource):
         node = args.node if args.node is not None else self._pod_node(name, args, opts)
         node_address = args.access.address(f"{name}-node-address", node, args.node_network, args.node_created,
                                            opts=child_options(self, opts))
-        parameters = pulumi.Output.all(args.pod, args.debugger_address).apply(
+        in_place = args.in_place
+        parameters = pulumi.Output.all(args.pod, args.debugger_address,
+                                       in_place.container_id if in_place else None).apply(
             lambda v: node_parameters(pod=v[0], namespace=args.namespace, process_name=args.process_name,
                                       debugger_address=v[1],
-                                      listen_all=args.listen_all, ports=args.ports, instance=args.instance)
+                                      listen_all=args.listen_all, ports=args.ports, instance=args.instance,
+                                      container_id=v[2], bundle_dir=bundle_dir(args.instance) if v[2] else None)
         )
         shell = pulumi.Output.from_input(node).apply(args.access.root_shell)
+        after = [self._install_bundle(name, node, args, opts)] if in_place else []
         server = args.access.command(
             f"{name}-platform", node,
             create=shell,
@@ -120,8 +166,12 @@ class LldbServer(pulumi.ComponentResource):
             # On another node (the pod moved) it is another server: the old one stops there first.
             triggers=[*args.restart_on, *([node] if args.node is None else [])],
             # The old server holds the port: it must stop before the new one starts.
-            opts=child_options(self, opts, delete_before_replace=True),
+            opts=pulumi.ResourceOptions.merge(child_options(self, opts, delete_before_replace=True),
+                                              pulumi.ResourceOptions(depends_on=after)),
         )
+        reported = server.stdout.apply(lambda out: key_values(out, set()))
+        self.text_digest = reported.apply(lambda values: values.get("textDigest"))
+        self.load_slide = reported.apply(lambda values: values.get("loadSlide"))
         self.connect_url = node_address.apply(
             lambda address: f"connect://{address}:{args.ports.platform}")
         self.pid = server.stdout.apply(lambda out: int(out.strip().splitlines()[-1]))
@@ -130,7 +180,24 @@ class LldbServer(pulumi.ComponentResource):
                                                args.access.kubeconfig_file)
             if args.access.port_forwarded else None)
         self.register_outputs({"connectUrl": self.connect_url, "pid": self.pid,
-                               "portForwardCommand": self.port_forward_command})
+                               "portForwardCommand": self.port_forward_command, "textDigest": self.text_digest,
+                               "loadSlide": self.load_slide})
+
+    def _install_bundle(self, name: str, node: pulumi.Input[str], args: LldbServerArgs,
+                        opts: pulumi.ResourceOptions | None) -> local.Command:
+        """attachTo: the lldb-server bundle streamed to the node (again when it changes); removed on destroy."""
+        access, in_place, node_dir = args.access, args.in_place, bundle_dir(args.instance)
+        return local.Command(
+            f"{name}-bundle",
+            create=pulumi.Output.all(node, in_place.bundle_host_dir, in_place.bundle_digest).apply(
+                lambda v: install_bundle_command(access, v[0], v[1], node_dir, v[2])),
+            delete=pulumi.Output.from_input(node).apply(lambda n: remove_bundle_command(access, n, node_dir)),
+            triggers=[node, in_place.bundle_digest],
+            opts=pulumi.ResourceOptions.merge(
+                child_options(self, opts),
+                # Through the agents: Ready before it runs, there still when its delete does.
+                pulumi.ResourceOptions(depends_on=access.agents.pods if access.by_kubernetes else [])),
+        )
 
     def _pod_node(self, name: str, args: LldbServerArgs, opts: pulumi.ResourceOptions | None) -> pulumi.Output[str]:
         """The node the target pod runs on, among those with an agent, looked up once it is scheduled
@@ -147,3 +214,37 @@ class LldbServer(pulumi.ComponentResource):
             opts=child_options(self, opts),
         )
         return lookup.stdout.apply(lambda out: out.strip().splitlines()[-1])
+
+
+# attachTo: the bundle in the cache folder the debugger container mounts.
+BUNDLE_IN_CACHE = posixpath.join(CONTAINER_CACHE_DIR, "istio-proxy-debug", "lldb-server")
+
+
+@dataclass
+class LldbServerBundleArgs:
+    # The debugger: its lldb-server is the one the bundle is made of (the same LLDB as its client).
+    workbench_exec: Callable[[list[str]], pulumi.Input[str]]
+    layout: WorkspaceLayout
+
+
+class LldbServerBundle(pulumi.ComponentResource):
+    """attachTo: the debugger's lldb-server with every library it loads, made to run inside any container
+    (components/scripts/collect-lldb-server-bundle.sh), in the workspace's cache folder on this host."""
+
+    host_dir: pulumi.Output[str]
+    digest: pulumi.Output[str]
+
+    def __init__(self, name: str, args: LldbServerBundleArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("istio-proxy-debug:lldb_server:LldbServerBundle", name, None, opts)
+        environment = {"BUNDLE_DIR": BUNDLE_IN_CACHE}
+        collect = local.Command(
+            f"{name}-collect",
+            create=args.workbench_exec(list(environment)),
+            stdin=script("collect-lldb-server-bundle.sh"),
+            environment=environment,
+            opts=child_options(self, opts),
+        )
+        values = collect.stdout.apply(lambda out: key_values(out, {"bundle", "digest"}))
+        self.host_dir = values.apply(lambda v: args.layout.host_path(v["bundle"]))
+        self.digest = values.apply(lambda v: v["digest"])
+        self.register_outputs({"hostDir": self.host_dir, "digest": self.digest})

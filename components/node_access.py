@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi_command import local, remote
 
-from components.node_agent import LOOPBACK, NodeAgents, agent_shell
+from components.node_agent import LOOPBACK, NodeAgents, agent_command, agent_shell
 
 SSH = "ssh"
 DOCKER = "docker"
@@ -58,6 +58,15 @@ class NodeAccess:
         if self.by_kubernetes:
             return agent_shell(node, self.agents.namespace, self.kubeconfig_file)
         return "bash -s" if self.ssh_user == "root" else "sudo -n bash -s"
+
+    def root_command(self, node: str, script: str) -> str:
+        """The command that runs `script` as root on the node, its stdin left to the script (a stream from the
+        developer host); docker and kubernetes only: over SSH nothing streams from the host."""
+        if self.by_docker:
+            return shlex.join(["docker", "exec", "-i", node, "bash", "-c", script])
+        if self.by_kubernetes:
+            return agent_command(node, self.agents.namespace, self.kubeconfig_file, script)
+        raise ValueError("nodeAccess ssh cannot stream from the developer host to a node")
 
     def address(self, resource_name: str, node: pulumi.Input[str], network: pulumi.Input[str] | None,
                 node_created: Sequence[pulumi.Input[str]], opts: pulumi.ResourceOptions) -> pulumi.Output[str]:

@@ -104,6 +104,13 @@ def agent_shell(node: str, namespace: str, kubeconfig_file: str | None) -> str:
                            "--", *NODE_SHELL)
 
 
+def agent_command(node: str, namespace: str, kubeconfig_file: str | None, script: str) -> str:
+    """The command that runs `script` as root in the node's namespaces, through its agent, its stdin left to the
+    script (a stream to the node)."""
+    return kubectl_command(kubeconfig_file, "exec", "-i", "-n", namespace, agent_name(node), "-c", AGENT_CONTAINER,
+                           "--", *NODE_SHELL[:-1], "-c", script)
+
+
 def lldb_server_port_forward(node: str, namespace: str, ports: Sequence[int], kubeconfig_file: str | None) -> str:
     """The developer's way to the node's loopback, where lldb-server listens: the platform port and its gdbserver
     ports, each on the same port of this host's loopback."""
@@ -129,6 +136,8 @@ class NodeAgentsArgs:
     image: str
     # The stack's project and stack: which agents are whose on a shared cluster.
     instance: str
+    # attachTo: the node the pod runs on, known once the pod is read; its agent's resource is `<name>-attached`.
+    attached_node: pulumi.Input[str] | None = None
 
 
 class NodeAgents(pulumi.ComponentResource):
@@ -149,14 +158,19 @@ class NodeAgents(pulumi.ComponentResource):
         self.namespace, self.nodes = args.namespace, tuple(args.nodes)
         self.pods: list[k8s.core.v1.Pod] = []
         self.addresses = {}
-        for node in args.nodes:
-            pod = agent_pod_manifest(node, args.namespace, args.image, args.instance)
+        nodes = {node: node for node in args.nodes}
+        if args.attached_node is not None:
+            nodes["attached"] = args.attached_node
+        for suffix, node in nodes.items():
+            pod = pulumi.Output.from_input(node).apply(
+                lambda n: agent_pod_manifest(n, args.namespace, args.image, args.instance))
             created = k8s.core.v1.Pod(
-                f"{name}-{node}", metadata=pod["metadata"], spec=pod["spec"],
+                f"{name}-{suffix}", metadata=pod["metadata"], spec=pod["spec"],
                 # A pod's spec cannot change in place: a new image or node is a new pod, under the same name.
                 opts=pulumi.ResourceOptions.merge(child_options(self, opts, delete_before_replace=True),
                                                   pulumi.ResourceOptions(depends_on=[namespace])),
             )
             self.pods.append(created)
-            self.addresses[node] = created.status.apply(lambda status: status.pod_ip)
+            if isinstance(node, str):
+                self.addresses[node] = created.status.apply(lambda status: status.pod_ip)
         self.register_outputs({"namespace": namespace.metadata.apply(lambda m: m.name)})

@@ -33,6 +33,11 @@ from components.workspace import CONTAINER_CACHE_DIR, CONTAINER_SOURCE_DIR
 
 # Under the cache folder, which every workload mounts and destroy never touches.
 PREBUILT_DIR = posixpath.join(CONTAINER_CACHE_DIR, "istio-proxy-debug", "prebuilt")
+SYMBOLS_DIR = posixpath.join(CONTAINER_CACHE_DIR, "istio-proxy-debug", "symbols")
+# What release-binary.sh publishes for a commit: the `-c dbg` build, and the unstripped twin of the release build
+# (`--config=release-symbol`, the same code as the `envoy-alpha-<SHA>` in Istio's proxyv2 images).
+DEBUG_ARTIFACT = "envoy-debug"
+SYMBOL_ARTIFACT = "envoy-symbol"
 ENVOY_CHECKOUT = posixpath.join(CONTAINER_CACHE_DIR, "istio-proxy-debug", "envoy")
 # Downloads of a GB or more on a slow link.
 FETCH_TIMEOUT = "3h"
@@ -48,12 +53,19 @@ class PrebuiltArtifact:
     # Every source prefix the debug info records, each once: the compilation directories, the one most units
     # record first, then bazel sandbox roots.
     prefixes: tuple[str, ...]
+    # The SHA-256 of the ELF's .text: its code, whatever its symbols, debug info or build-id.
+    text_digest: str = ""
+    # Where the bucket has none (with missing_ok): what was asked for and the answer; the rest is empty.
+    missing: str | None = None
 
 
 def parse_fetch_result(stdout: str) -> PrebuiltArtifact:
-    values = key_values(stdout, {"elf", "dwp", "buildId", "compDirs", "sandboxRoots"})
+    if (missing := key_values(stdout, set()).get("missing")) is not None:
+        return PrebuiltArtifact(elf="", dwp="", build_id="", prefixes=(), missing=missing)
+    values = key_values(stdout, {"elf", "dwp", "buildId", "compDirs", "sandboxRoots", "textDigest"})
     prefixes = dict.fromkeys([*values["compDirs"].split(), *sorted(values["sandboxRoots"].split())])
-    return PrebuiltArtifact(elf=values["elf"], dwp=values["dwp"], build_id=values["buildId"], prefixes=tuple(prefixes))
+    return PrebuiltArtifact(elf=values["elf"], dwp=values["dwp"], build_id=values["buildId"], prefixes=tuple(prefixes),
+                            text_digest=values["textDigest"])
 
 
 @dataclass(frozen=True)
@@ -81,10 +93,14 @@ class PrebuiltEnvoyArgs:
     source_commit: pulumi.Input[str]
     base_url: str
     envoy_repository: str | None
+    # Which build: the debug one, or (attachTo) the release's symbols, which a bucket may not have.
+    artifact: str = DEBUG_ARTIFACT
+    dest_dir: str = PREBUILT_DIR
+    missing_ok: bool = False
 
 
 class PrebuiltEnvoy(pulumi.ComponentResource):
-    """The Envoy checkout and the downloaded debug ELF with its .dwp."""
+    """The Envoy checkout and the downloaded ELF with its .dwp: the debug build, or a release's symbols."""
 
     elf: pulumi.Output[str]
     elf_host_path: pulumi.Output[str]
@@ -93,6 +109,9 @@ class PrebuiltEnvoy(pulumi.ComponentResource):
     source_map: pulumi.Output[SourceMap]
     envoy_checkout: pulumi.Output[str]
     envoy_commit: pulumi.Output[str]
+    text_digest: pulumi.Output[str]
+    # With missing_ok: why there is no ELF (None when there is one).
+    missing: pulumi.Output[str | None]
 
     def __init__(self, name: str, args: PrebuiltEnvoyArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("istio-proxy-debug:prebuilt_envoy:PrebuiltEnvoy", name, None, opts)
@@ -108,11 +127,13 @@ class PrebuiltEnvoy(pulumi.ComponentResource):
             triggers=[args.source_commit],
             opts=child_options(self, opts),
         )
-        fetch_env = {"BASE_URL": args.base_url, "SHA": args.source_commit, "DEST_DIR": PREBUILT_DIR}
+        fetch_env = {"BASE_URL": args.base_url, "SHA": args.source_commit, "DEST_DIR": args.dest_dir}
+        if args.artifact != DEBUG_ARTIFACT or args.missing_ok:
+            fetch_env.update(ARTIFACT=args.artifact, MISSING_OK="true" if args.missing_ok else "false")
         fetch = local.Command(
             f"{name}-fetch",
             create=args.workbench_exec(list(fetch_env)),
-            stdin=script("fetch-prebuilt-envoy.sh"),
+            stdin=script("elf-facts.sh") + script("fetch-prebuilt-envoy.sh"),
             environment=fetch_env,
             opts=child_options(self, opts, custom_timeouts=pulumi.CustomTimeouts(create=FETCH_TIMEOUT,
                                                                                 update=FETCH_TIMEOUT)),
@@ -122,7 +143,9 @@ class PrebuiltEnvoy(pulumi.ComponentResource):
         self.elf = artifact.apply(lambda a: a.elf)
         self.dwp = artifact.apply(lambda a: a.dwp)
         self.build_id = artifact.apply(lambda a: a.build_id)
-        self.elf_host_path = self.elf.apply(args.placement.layout.host_path)
+        self.text_digest = artifact.apply(lambda a: a.text_digest)
+        self.missing = artifact.apply(lambda a: a.missing)
+        self.elf_host_path = self.elf.apply(lambda elf: args.placement.layout.host_path(elf) if elf else "")
         self.envoy_checkout = checkout.apply(lambda _: ENVOY_CHECKOUT)
         self.envoy_commit = checkout.apply(lambda c: c.commit)
         self.source_map = pulumi.Output.all(artifact, checkout).apply(

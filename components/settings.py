@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
+from components.attach_to import parse_attach_to
 from components.debug_ports import GDBSERVER_PORT_COUNT, PLATFORM_PORT_RANGE, USER_PORT_RANGE
 from components.stack_names import kind_cluster_name, kind_node_name
 
@@ -278,7 +279,10 @@ def _kind_node(values: Values) -> str | None:
 
 
 def _node_access_of_the_cluster(values: Values) -> str:
-    return "docker" if values["cluster"] == "kind" else "ssh"
+    if values["cluster"] == "kind":
+        return "docker"
+    # In place, lldb-server is streamed to the pod's node, which the Kubernetes API reaches on any cluster.
+    return "kubernetes" if values["attachTo"] else "ssh"
 
 
 def _by_docker(values: Values) -> bool:
@@ -287,6 +291,11 @@ def _by_docker(values: Values) -> bool:
 
 def _not_on_kind(values: Values) -> bool:
     return values["cluster"] != "kind"
+
+
+def _nodes_are_set(values: Values) -> bool:
+    # kind has its own node; with attachTo lldb-server runs on the pod's node, whichever it is.
+    return _not_on_kind(values) and not values["attachTo"]
 
 
 def _the_kind_node(values: Values) -> tuple[str, ...] | None:
@@ -325,6 +334,17 @@ SETTINGS: tuple[Setting, ...] = (
         accepts=_is_supported_release,
         refused=f"expected a release version x.y.z from {OLDEST_ISTIO[0]}.{OLDEST_ISTIO[1]}.0 on, e.g. 1.30.3",
         required="set the Istio release to debug, e.g. 1.30.3",
+    ),
+    Setting(
+        "attachTo", STRING,
+        about="`<namespace>/<pod>[/<container>]`: debug the Envoy already running there, in place: nothing of the "
+              "pod changes and nothing is deployed (no image, registry, containerd entry or target); lldb-server "
+              "on its node, Istio's release symbols for its Envoy when they are its code (container "
+              "`istio-proxy` unless named; see \"Attach in place\")",
+        accepts=lambda value: parse_attach_to(value) is not None,
+        refused="expected <namespace>/<pod> or <namespace>/<pod>/<container> as kubectl names them, e.g. "
+                "default/productpage-v1-6d9f8b9f5c-x2x7l",
+        shown_default="none: deploy the target",
     ),
     Setting(
         "cluster", STRING, "existing",
@@ -462,7 +482,8 @@ SETTINGS: tuple[Setting, ...] = (
               "`nodeNetwork`, port 5000",
         accepts=is_host, refused="expected an IP address or DNS name that the nodes reach, e.g. 192.168.122.1",
         required="set the address the nodes pull images from, e.g. 192.168.122.1",
-        applies=lambda values: not _by_docker(values), shown_default="required with `ssh`",
+        applies=lambda values: not _by_docker(values) and not values["attachTo"],
+        shown_default="required with `ssh`",
     ),
     Setting(
         "registryPort", INTEGER, 5000,
@@ -476,7 +497,7 @@ SETTINGS: tuple[Setting, ...] = (
               "`kind`, the stack's own node `<cluster>-control-plane`",
         accepts=bool,
         refused=f"expected at least one; {_SET_NODES}", required=_SET_NODES,
-        applies=_not_on_kind, derived=_the_kind_node, shown_default="required, but with `kind`",
+        applies=_nodes_are_set, derived=_the_kind_node, shown_default="required, but with `kind` and `attachTo`",
     ),
     Setting(
         "sshUser", STRING, "root",

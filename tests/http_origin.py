@@ -158,22 +158,23 @@ class Origin:
         self._server.server_close()
 
 
-def publish(root: Path, sha: str, elf: Path, dwp: Path) -> dict[str, Path]:
-    """Publishes an Envoy as istio/proxy's release-binary.sh does: envoy-debug-<sha>.tar.gz holding
-    usr/local/bin/envoy (mode 0755, as pkg_tar's mode = "0755" makes it), its sha256sum line, and the .dwp."""
+def publish(root: Path, sha: str, elf: Path, dwp: Path, name: str = "envoy-debug") -> dict[str, Path]:
+    """Publishes an Envoy as istio/proxy's release-binary.sh does: <name>-<sha>.tar.gz (envoy-debug, or
+    envoy-symbol, the release's symbols) holding usr/local/bin/envoy (mode 0755, as pkg_tar's mode = "0755" makes
+    it), its sha256sum line, and the .dwp."""
     import tarfile
 
     root.mkdir(parents=True, exist_ok=True)
-    archive = root / f"envoy-debug-{sha}.tar.gz"
+    archive = root / f"{name}-{sha}.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         info = tar.gettarinfo(str(elf), arcname="./usr/local/bin/envoy")
         info.mode, info.uid, info.gid, info.uname, info.gname = 0o755, 0, 0, "", ""
         with elf.open("rb") as f:
             tar.addfile(info, f)
-    checksum = root / f"envoy-debug-{sha}.sha256"
+    checksum = root / f"{name}-{sha}.sha256"
     # sha256sum's own line, with the path release-binary.sh hashed it at ($HOME of its CI).
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    checksum.write_text(f"{digest}  /home/prow/envoy-debug-{sha}.tar.gz\n")
-    package = root / f"envoy-debug-{sha}.dwp"
+    checksum.write_text(f"{digest}  /home/prow/{name}-{sha}.tar.gz\n")
+    package = root / f"{name}-{sha}.dwp"
     package.write_bytes(dwp.read_bytes())
     return {"tar.gz": archive, "sha256": checksum, "dwp": package}

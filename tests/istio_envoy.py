@@ -113,11 +113,17 @@ class PublishedEnvoy:
     dwp: Path
     # The absolute execution root of the bazel sandbox the istio/proxy unit was compiled in.
     sandbox_root: str
+    # release: the same objects linked again, stripped: `envoy-alpha-<SHA>`, which Istio's proxyv2 images run.
+    stripped: Path | None = None
 
 
-def build(work: Path, clang: str = "clang++", dwp_tool: str = "llvm-dwp") -> PublishedEnvoy:
+def build(work: Path, clang: str = "clang++", dwp_tool: str = "llvm-dwp", release: bool = False,
+          optimize: str = "-O0") -> PublishedEnvoy:
     """Compiles, links and packs the synthetic Envoy with these tools; returns the ELF and its .dwp, the build
-    tree gone."""
+    tree gone. `release`: linked as istio/proxy's release-binary.sh links a release and its symbols, twice from the
+    same objects with lld's --build-id=md5 (a hash of the output, so the two build-ids differ), the second with
+    -s (envoy-alpha); the first and its .dwp are envoy-symbol. `optimize`: another one makes another build of the
+    same source (other code)."""
     clang = require_tool(clang)
     dwp_tool = require_tool(dwp_tool)
     execroot = work / "execroot"
@@ -129,7 +135,7 @@ def build(work: Path, clang: str = "clang++", dwp_tool: str = "llvm-dwp") -> Pub
         for relative, text in PROXY_FILES.items():
             (root / relative).parent.mkdir(parents=True, exist_ok=True)
             (root / relative).write_text(text)
-    flags = ["-g", "-O0", "-gdwarf-5", "-gsplit-dwarf", "-fdebug-types-section", "-I.",
+    flags = ["-g", optimize, "-gdwarf-5", "-gsplit-dwarf", "-fdebug-types-section", "-I.",
              f"-Iexternal/{ENVOY_REPOSITORY_NAME}"]
     at_cwd = ["-fdebug-compilation-dir=/proc/self/cwd"]
     objects = []
@@ -148,13 +154,17 @@ def build(work: Path, clang: str = "clang++", dwp_tool: str = "llvm-dwp") -> Pub
     published = work / "published"
     published.mkdir()
     elf = published / "envoy"
-    subprocess.run([clang, "-fuse-ld=lld", "-o", str(elf), *map(str, objects)], check=True)
+    build_id = ["-Wl,--build-id=md5"] if release else []
+    subprocess.run([clang, "-fuse-ld=lld", *build_id, "-o", str(elf), *map(str, objects)], check=True)
+    stripped = published / "envoy-alpha" if release else None
+    if stripped is not None:
+        subprocess.run([clang, "-fuse-ld=lld", *build_id, "-s", "-o", str(stripped), *map(str, objects)], check=True)
     # The .dwo files are named relative to each unit's compilation directory: llvm-dwp reads them from there.
     dwos = [o.with_suffix(".dwo") for o in objects]
     subprocess.run([dwp_tool, "-o", str(published / "envoy.dwp"), *map(str, dwos)], check=True)
     shutil.rmtree(execroot)
     shutil.rmtree(work / "sandbox")
-    return PublishedEnvoy(elf=elf, dwp=published / "envoy.dwp", sandbox_root=str(sandbox))
+    return PublishedEnvoy(elf=elf, dwp=published / "envoy.dwp", sandbox_root=str(sandbox), stripped=stripped)
 
 
 def envoy_origin(root: Path) -> tuple[Path, str]:

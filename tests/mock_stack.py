@@ -57,6 +57,14 @@ FAKE_POD_SUFFIX = "-6d9c8f7b5d-x2kqp"
 FAKE_STATEFULSET_UID = "3f9a6c2e-7b1d-4e8a-9c0f-5d2b8e4a1c67"
 # nodeAccess kubernetes: the address a node agent's pod reports, its node's own (host network).
 NODE_AGENT_ADDRESS = "10.128.0.7"
+# attachTo: what attached-pod.sh reads of the running pod, and what the node reports of its Envoy (the release's
+# .text, the same as its envoy-symbol's), where it is loaded, and the lldb-server bundle's digest.
+ATTACHED_NODE = "gke-pool-1-abcd"
+ATTACHED_POD_UID = "6b2f0e4a-1c3d-4e5f-8a9b-0c1d2e3f4a5b"
+ATTACHED_CONTAINER_ID = "4f3c2b1a" * 8
+ATTACHED_LOAD_SLIDE = "0x55d5c9a00000"
+RELEASE_TEXT_DIGEST = "7e" * 32
+FAKE_BUNDLE_DIGEST = "b0" * 32
 
 
 class MissingConfig(Exception):
@@ -114,6 +122,8 @@ class SourceFacts:
 
     commit: str = WALKTHROUGH_COMMIT
     builder_image: str = WALKTHROUGH_BUILDER_IMAGE
+    # attachTo: the release the pod's image tag names.
+    version: str = "1.30.3"
     envoy_commit: str = PREBUILT_ENVOY_COMMIT
     envoy_repository: str = "https://github.com/istio/envoy.git"
 
@@ -121,7 +131,8 @@ class SourceFacts:
     def of_release(cls, manifest: dict) -> SourceFacts:
         envoy = manifest["envoy"]
         return cls(commit=manifest["proxySha"], builder_image=manifest["builderImage"], envoy_commit=envoy["sha"],
-                   envoy_repository=f"https://github.com/{envoy['org']}/{envoy['repo']}.git")
+                   envoy_repository=f"https://github.com/{envoy['org']}/{envoy['repo']}.git",
+                   version=manifest["istioVersion"])
 
 
 def _fake_outputs(typ: str, name: str, inputs: dict, facts: SourceFacts) -> dict:
@@ -137,13 +148,22 @@ def _fake_outputs(typ: str, name: str, inputs: dict, facts: SourceFacts) -> dict
         elf = f"{WALKTHROUGH_EXECROOT}/bazel-out/k8-dbg/bin/envoy"
         return {"stdout": f"elf={elf}\nexecroot={WALKTHROUGH_EXECROOT}\nbuildId={WALKTHROUGH_BUILD_ID}\n"
                           f"sandboxRoots={WALKTHROUGH_SANDBOX_ROOT}\n"}
-    if typ == "command:local:Command" and name == "envoy-source":
+    if typ == "command:local:Command" and name.endswith("envoy-source"):
         return {"stdout": f"commit={facts.envoy_commit}\nrepository={facts.envoy_repository}\n"
                           "external=external/envoy\n"}
-    if typ == "command:local:Command" and name == "envoy-fetch":
+    if typ == "command:local:Command" and name.endswith("envoy-fetch"):
         folder = f"{inputs['environment']['DEST_DIR']}/{facts.commit}"
-        return {"stdout": f"elf={folder}/envoy\ndwp={folder}/envoy.dwp\nbuildId={PREBUILT_BUILD_ID}\n"
-                          f"compDirs=/proc/self/cwd\nsandboxRoots={PREBUILT_SANDBOX_ROOT}\n"}
+        elf = f"{folder}/{'envoy-symbol' if 'ARTIFACT' in inputs['environment'] else 'envoy'}"
+        return {"stdout": f"elf={elf}\ndwp={elf}.dwp\nbuildId={PREBUILT_BUILD_ID}\n"
+                          f"compDirs=/proc/self/cwd\nsandboxRoots={PREBUILT_SANDBOX_ROOT}\n"
+                          f"textDigest={RELEASE_TEXT_DIGEST}\n"}
+    if typ == "command:local:Command" and name == "attached-pod-lookup":
+        env = inputs["environment"]
+        return {"stdout": f"node={ATTACHED_NODE}\nuid={ATTACHED_POD_UID}\ncontainer={env['CONTAINER']}\n"
+                          f"image=docker.io/istio/proxyv2:{facts.version}\ncontainerId={ATTACHED_CONTAINER_ID}\n"
+                          f"restartCount=0\nistioVersion={facts.version}\n"}
+    if typ == "command:local:Command" and name == "lldb-server-bundle-collect":
+        return {"stdout": f"bundle={inputs['environment']['BUNDLE_DIR']}\ndigest={FAKE_BUNDLE_DIGEST}\n"}
     if typ == "command:local:Command" and name.endswith("-context"):
         env = inputs["environment"]
         return {"stdout": f"bytes={FAKE_STRIPPED_BYTES}\nbuildId={env['BUILD_ID']}\nstripped={env['STRIP']}\n"}
@@ -155,7 +175,9 @@ def _fake_outputs(typ: str, name: str, inputs: dict, facts: SourceFacts) -> dict
     if node_command and name.startswith("containerd-mirror-"):
         return {"stdout": "192.168.122.1:5000: hosts.toml in /etc/containerd/certs.d (no restart)\n"}
     if node_command and name == "lldb-server-platform":
-        return {"stdout": f"{WALKTHROUGH_ENVOY_PID}\n"}
+        in_place = "CONTAINER_ID=" in inputs["stdin"]
+        report = f"textDigest={RELEASE_TEXT_DIGEST}\nloadSlide={ATTACHED_LOAD_SLIDE}\n" if in_place else ""
+        return {"stdout": f"{report}{WALKTHROUGH_ENVOY_PID}\n"}
     if typ == "docker:index/container:Container" and name == "debugger-container":
         if inputs.get("networkMode") == "host":
             return {}

@@ -46,7 +46,7 @@ def test_dev_stack_parses_to_the_walkthrough_lab():
         envoy_repository=None,
         lldb_server_port=2159, lldb_server_listen_all=False, app_uid=1000,
         placement="host", workspace_storage_class=None, workspace_volume_size="200Gi", code_server_password=None,
-        cluster="existing", node_access="ssh", node_network=None, target="sidecar",
+        cluster="existing", node_access="ssh", node_network=None, target="sidecar", attach_to=None,
     )
 
 

@@ -67,7 +67,8 @@ def kept(cache: Path, sha: str = SHA) -> list[str]:
 
 def test_the_stack_fetches_with_its_own_script_from_istios_bucket_by_the_checked_out_commit(rendered):
     fetch_inputs = rendered["fetch"]
-    assert fetch_inputs["stdin"] == (ROOT / "components/scripts/fetch-prebuilt-envoy.sh").read_text()
+    assert fetch_inputs["stdin"] == "".join((ROOT / "components/scripts" / name).read_text()
+                                            for name in ("elf-facts.sh", "fetch-prebuilt-envoy.sh"))
     env = fetch_inputs["environment"]
     assert env["BASE_URL"] == "https://storage.googleapis.com/istio-build/proxy"
     assert env["DEST_DIR"] == "/home/.cache/istio-proxy-debug/prebuilt"
@@ -94,6 +95,48 @@ def test_first_run_downloads_both_files_side_by_side_and_reads_what_the_debugger
     # The prefixes the debug info records: bazel's /proc/self/cwd (three units), then the sandbox root one unit
     # was built in.
     assert result.prefixes == ("/proc/self/cwd", envoy.sandbox_root)
+
+
+def objcopy_text(elf: Path, folder: Path) -> str:
+    """binutils' own view of the ELF's .text bytes, by SHA-256."""
+    out = folder / f"{elf.name}.text"
+    subprocess.run(["objcopy", "--dump-section", f".text={out}", str(elf), str(out) + ".elf"], check=True)
+    return hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def test_the_report_has_the_elfs_text_digest_as_binutils_reads_the_section(rendered, bucket, envoy, tmp_path):
+    with Origin(bucket) as origin:
+        done = fetch(rendered, tmp_path / "cache", origin.url)
+    assert done.returncode == 0, done.stderr
+    assert parse_fetch_result(done.stdout).text_digest == objcopy_text(envoy.elf, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def symbols_fetch() -> dict:
+    """attachTo's download: the release's envoy-symbol-<SHA>, which a bucket may not have."""
+    evaluation = evaluate("dev", "attachTo=default/app-0", "nodeAccess=kubernetes", "nodes=", "registryHost=",
+                          "targetNodeAddress=", "envoySource=prebuilt")
+    return resource(evaluation, "release-envoy-fetch")["inputs"]
+
+
+def test_attach_to_fetches_the_releases_symbols_and_a_missing_one_is_no_error(symbols_fetch, envoy, tmp_path):
+    env = symbols_fetch["environment"]
+    assert (env["ARTIFACT"], env["MISSING_OK"], env["DEST_DIR"]) == (
+        "envoy-symbol", "true", "/home/.cache/istio-proxy-debug/symbols")
+    bucket = tmp_path / "bucket"
+    publish(bucket, SHA, envoy.elf, envoy.dwp, name="envoy-symbol")
+    cache = tmp_path / "cache"
+    with Origin(bucket) as origin:
+        found = run_rendered(symbols_fetch, BASE_URL=origin.url, SHA=SHA, DEST_DIR=str(cache))
+        missing = run_rendered(symbols_fetch, BASE_URL=origin.url, SHA=OTHER_SHA, DEST_DIR=str(cache))
+    assert found.returncode == 0, found.stderr
+    assert parse_fetch_result(found.stdout).text_digest == objcopy_text(envoy.elf, tmp_path)
+    assert (cache / SHA / "envoy-symbol").read_bytes() == envoy.elf.read_bytes()
+    assert (cache / SHA / "envoy-symbol.dwp").read_bytes() == envoy.dwp.read_bytes()
+    assert missing.returncode == 0, missing.stderr
+    result = parse_fetch_result(missing.stdout)
+    assert (result.elf, result.missing) == ("", f"{origin.url}/envoy-symbol-{OTHER_SHA}.sha256 (HTTP 404)")
+    assert kept(cache, OTHER_SHA) == []
 
 
 def test_a_second_run_sends_no_request_at_all(rendered, bucket, tmp_path):
@@ -407,7 +450,7 @@ def test_a_slow_download_reports_each_files_progress_on_stderr_while_it_runs(ren
         assert RATE * 0.8 < lines[-1].rate < RATE * 1.6, text
     # stdout is still only the report the program parses.
     assert parse_fetch_result(done.stdout).elf == str(cache / SHA / "envoy")
-    assert all(line.split("=", 1)[0] in {"elf", "dwp", "buildId", "compDirs", "sandboxRoots"}
+    assert all(line.split("=", 1)[0] in {"elf", "dwp", "buildId", "compDirs", "sandboxRoots", "textDigest"}
                for line in done.stdout.splitlines()), done.stdout
 
     again = run_rendered(rendered["fetch"], BASE_URL="http://127.0.0.1:9", SHA=SHA, DEST_DIR=str(cache))

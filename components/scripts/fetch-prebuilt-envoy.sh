@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # envoySource prebuilt: downloads the debug Envoy that istio/proxy's CI (scripts/release-binary.sh) publishes
 # for commit SHA — envoy-debug-SHA.tar.gz (usr/local/bin/envoy), its .sha256 and envoy-debug-SHA.dwp (its split
-# DWARF) — from BASE_URL into DEST_DIR/SHA as envoy and envoy.dwp, side by side where lldb looks for the
-# package. Runs where the workspace is mounted (fed on stdin to `… bash -s`).
+# DWARF) — from BASE_URL into DEST_DIR/SHA as envoy and envoy.dwp (envoy-symbol and envoy-symbol.dwp for the
+# release's symbols), side by side where lldb looks for the package. Runs where the workspace is mounted (fed on stdin to `… bash -s`).
 #
 # - One pass: the tar.gz streams through the hash and tar; only the ELF lands on disk, under a temporary name.
 # - Never trusted half-written: a file gets its final name only once verified (the tar.gz against the .sha256;
@@ -13,11 +13,15 @@
 #   line, so no carriage-return bar), and one when its transfer ends.
 #
 # Then reads what the debugger needs from the files themselves and prints it on stdout, one key=value per line:
-# elf, dwp, buildId, compDirs (the compilation directories of the ELF's units, the most used first) and
-# sandboxRoots (bazel sandbox execution roots recorded in the debug info). Progress and errors go to stderr.
+# elf, dwp, buildId, compDirs (the compilation directories of the ELF's units, the most used first),
+# sandboxRoots (bazel sandbox execution roots recorded in the debug info) and textDigest (the SHA-256 of the ELF's
+# .text, elf-facts.sh, fed before this). Progress and errors go to stderr.
+#
+# ARTIFACT names the build (envoy-debug by default; envoy-symbol, the unstripped twin of a release's Envoy, for
+# attachTo). With MISSING_OK=true a build the bucket does not have is no error: it prints only missing=<why>.
 set -euo pipefail
 
-: "${BASE_URL:?}" "${SHA:?}" "${DEST_DIR:?}"
+: "${BASE_URL:?}" "${SHA:?}" "${DEST_DIR:?}" "${ARTIFACT:=envoy-debug}" "${MISSING_OK:=false}"
 
 die() {
   echo "fetch-prebuilt-envoy: $*" >&2
@@ -29,10 +33,12 @@ for tool in curl tar readelf grep; do
   command -v "$tool" >/dev/null || die "$tool is missing where the download runs: install it"
 done
 
-name="envoy-debug-$SHA"
+name="$ARTIFACT-$SHA"
 dir="$DEST_DIR/$SHA"
-elf="$dir/envoy"
-dwp="$dir/envoy.dwp"
+# The debug build is envoy, as in the image; the release's symbols are named so that lldb, which knows the running
+# executable as envoy too, loads the file rather than the running one when it is added beside it.
+elf="$dir/$([ "$ARTIFACT" = envoy-debug ] && echo envoy || echo "$ARTIFACT")"
+dwp="$elf.dwp"
 # Stall, not slowness, is what fails a transfer: less than 1 KB/s for a minute.
 curl_options=(--silent --show-error --location --connect-timeout 30 --speed-limit 1024 --speed-time 60)
 
@@ -99,6 +105,11 @@ build_id_of() {
 }
 
 not_published() {
+  if [ "$MISSING_OK" = true ]; then
+    echo "$ARTIFACT: none for istio/proxy commit $SHA: $1 ($2)" >&2
+    echo "missing=$1 ($2)"
+    exit 0
+  fi
   die "no prebuilt debug Envoy for istio/proxy commit $SHA: $1 ($2). Istio publishes one only for the commits" \
     "its CI built (a release's own commit, not a fork's or a local one): set envoySource to build to compile" \
     "it, or prebuiltBaseUrl to a mirror that has it"
@@ -273,6 +284,23 @@ fetch_dwp() {
   rm -f "$part.metadata"
 }
 
+# With MISSING_OK, a build the bucket does not have ends the script here, with missing= (in this shell: the checks
+# inside the fetches run in command substitutions).
+missing_from_the_bucket() {
+  local file url status
+  for file in "$name.sha256" "$name.dwp"; do
+    url="$BASE_URL/$file"
+    status=$(curl "${curl_options[@]}" --retry 3 --head --output /dev/null --write-out '%{http_code}' "$url") || {
+      local code=$?
+      [ "$code" = 37 ] && not_published "$url" "no such file"
+      die "cannot fetch $url (curl exit $code)"
+    }
+    [ "$status" = 404 ] && not_published "$url" "HTTP 404"
+  done
+  return 0
+}
+if [ "$MISSING_OK" = true ] && { [ ! -f "$elf" ] || [ ! -f "$dwp" ]; }; then missing_from_the_bucket; fi
+
 mkdir -p "$dir"
 # Two runs at once (two stacks sharing a cache) take turns; the second finds the files there.
 exec 9>"$dir/.lock"
@@ -309,5 +337,5 @@ comp_dirs=$(sort <<<"$comp_dirs" | uniq -c | sort -k1,1nr -k2 | sed -E 's/^[[:sp
 sandbox_roots=$(cat "$elf" "$dwp" |
   LC_ALL=C grep -a -o -E '/[^[:space:][:cntrl:]"]*/sandbox/[a-z-]+/[0-9]+/execroot/[A-Za-z0-9_.-]+' |
   sort -u | tr '\n' ' ' || true)
-printf 'elf=%s\ndwp=%s\nbuildId=%s\ncompDirs=%s\nsandboxRoots=%s\n' \
-  "$elf" "$dwp" "$build_id" "${comp_dirs% }" "${sandbox_roots% }"
+printf 'elf=%s\ndwp=%s\nbuildId=%s\ncompDirs=%s\nsandboxRoots=%s\ntextDigest=%s\n' \
+  "$elf" "$dwp" "$build_id" "${comp_dirs% }" "${sandbox_roots% }" "$(elf_text_digest "$elf")"
