@@ -210,6 +210,11 @@ class InteractiveLldb:
         self.process.stdin.flush()
         return self.wait_for(re.escape(marker), timeout)
 
+    def detach(self, timeout: float = 60) -> str:
+        """`detach`, and what lldb said of it: "Process N detached" comes asynchronously, maybe after the marker."""
+        said = self.run("detach", timeout)
+        return said if "detached" in said else said + self.wait_for(r"Process \d+ detached", timeout)
+
     def close(self) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(OSError):

@@ -120,6 +120,13 @@ def proxyv2_image(engine: Engine, version: str, context: Path) -> str:
         "istio_iptables.py": ROOT / "tests" / "istio_iptables.py"}, context)
 
 
+def release_proxy_image(engine: Engine, version: str, envoy: Path, base: str, context: Path) -> str:
+    """`docker.io/istio/proxyv2:<version>` whose Envoy is `envoy` (a release's stripped envoy-alpha-<SHA>), the rest
+    the proxyv2 stand-in `base`'s."""
+    dockerfile = f"FROM {base}\nCOPY envoy /usr/local/bin/envoy\nLABEL {STAND_IN_LABEL}=proxyv2-release\n"
+    return _built(engine, f"docker.io/istio/proxyv2:{version}", {"Dockerfile": dockerfile, "envoy": envoy}, context)
+
+
 def app_image(engine: Engine, context: Path) -> str:
     return _built(engine, FORTIO_IMAGE, {"Dockerfile": FORTIO_DOCKERFILE, "fortio": FORTIO}, context)
 

@@ -36,47 +36,39 @@ from components.containerd_mirror import registry_address
 from components.kind_cluster import CERTS_DIR
 from components.lldb_server import STATE_DIR
 from components.target import APP_CONTAINER, APP_PORTS, PROXY_CONTAINER
-from tests.conftest import ROOT, require_tool
-from tests.control_plane import NODE as KWOK_NODE
 from tests.dap_client import DapClient
-from tests.docker_engine import ENGINE_SIDE, HOST_SIDE, NETNS, Engine
-from tests.engine_stack import ISTIO_VERSION, Stack, developer_env, origins, stand_in_images
+from tests.docker_engine import ENGINE_SIDE, NETNS, Engine
+from tests.engine_stack import ISTIO_VERSION, Stack, origins
 from tests.figures import record
-from tests.kubelet_node import NODE_NAME, POD_IMAGE, KubeletNode
-from tests.lldb_session import InteractiveLldb, debian_lldb, free_port_block, in_debugger_view, lldb_environment
-from tests.mesh_images import app_image, envoy_binary, proxyv2_image, published_envoy
-from tests.releases import releases
-from tests.sidecar_injector import injector_webhook
-from tests.toolchain import Pulumi, toolchain_bin, user_project
+from tests.kubelet_node import NODE_NAME, KubeletNode
+from tests.lldb_session import free_port_block
+from tests.mesh_images import envoy_binary, published_envoy
+from tests.mesh_node import (
+    bystander_phase,
+    dap_initialize,
+    developer_stack,
+    envoy_stat,
+    in_background,
+    lldb,
+    lldb_dap,
+    pod,
+    pod_ip,
+    port_forward,
+    process_on_node,
+    proxy_status,
+    request,
+    resident_kib,
+    sidecar_mesh,
+    wait_for,
+)
 
 APP_PORT = APP_PORTS[0]["port"]
 REQUESTS = 5
 INBOUND_REQUESTS = f"http.inbound_0.0.0.0_{APP_PORT}.downstream_rq_total"
 PASSTHROUGH_CONNECTIONS = "cluster.PassthroughCluster.upstream_cx_total"
-BYSTANDER_NAMESPACE = "ipd-bystander"
 # The lldb-server ports of the stack: platform and four gdbserver ports (components/debug_ports.py).
 LLDB_PORTS = 5
 POD_WAIT = 300
-
-
-def wait_for(what: str, check, timeout: float, explain=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not within {timeout:.0f} s: {explain()}")
-        time.sleep(0.5)
-    return value
-
-
-def in_engine_netns(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    """A command in the node's network namespace (the engine's, which the node container shares)."""
-    return subprocess.run(["nsenter", f"--net=/run/netns/{NETNS}", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def request(url: str, timeout: float = 20) -> str:
-    done = in_engine_netns("curl", "-sS", "--max-time", str(timeout - 5), url, timeout=timeout)
-    return done.stdout if done.returncode == 0 else f"curl failed: {done.stderr.strip()}"
 
 
 # --- the mesh on the node: stand-in images, the injector, a bystander pod ------------------------------------------
@@ -84,27 +76,9 @@ def request(url: str, timeout: float = 20) -> str:
 
 @pytest.fixture(scope="module")
 def mesh(kubelet_engine: Engine, kubelet_plane, real_node: KubeletNode, tmp_path_factory):
-    """Istio's side, as far as the node needs it: proxyv2 and the app's image on the node (a cluster running Istio
-    has them; nothing can be pulled here), the injector's webhook registered, and KWOK's node cordoned, so the
-    scheduler puts the target on the real node as on a one-node cluster. A bystander pod runs there throughout."""
-    work = tmp_path_factory.mktemp("mesh")
-    real_node.import_image(proxyv2_image(kubelet_engine, ISTIO_VERSION, work / "proxyv2"))
-    real_node.import_image(app_image(kubelet_engine, work / "app"))
-    release = next(r for r in releases() if r.version == ISTIO_VERSION)
-    kubelet_plane.kubectl("cordon", KWOK_NODE)
-    kubelet_plane.kubectl("create", "namespace", BYSTANDER_NAMESPACE)
-    kubelet_plane.kubectl("apply", "-f", "-", stdin=json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bystander", "namespace": BYSTANDER_NAMESPACE},
-        "spec": {"nodeName": NODE_NAME, "terminationGracePeriodSeconds": 0,
-                 "containers": [{"name": "main", "image": POD_IMAGE, "imagePullPolicy": "IfNotPresent",
-                                 "command": ["/bin/sleep", "infinity"]}]}}))
-    try:
-        with injector_webhook(kubelet_plane, release, HOST_SIDE, work / "webhook",
-                              f"docker.io/istio/proxyv2:{ISTIO_VERSION}") as webhook:
-            yield webhook
-    finally:
-        kubelet_plane.kubectl("delete", "namespace", BYSTANDER_NAMESPACE, "--wait=false", check=False)
-        kubelet_plane.kubectl("uncordon", KWOK_NODE, check=False)
+    with sidecar_mesh(kubelet_engine, kubelet_plane, real_node, tmp_path_factory.mktemp("mesh"),
+                      ISTIO_VERSION) as webhook:
+        yield webhook
 
 
 @pytest.fixture(scope="module")
@@ -118,21 +92,14 @@ def bucket(tmp_path_factory):
 def dave(mesh, bucket, kubelet_engine: Engine, kubelet_plane, tmp_path_factory) -> Stack:
     """A developer's stack as README "No SSH to the nodes" makes one: nodeAccess kubernetes, the node by name, the
     registry at the address the nodes reach this host by, targetNodeAddress removed; and this machine's origins."""
-    work = tmp_path_factory.mktemp("developer")
-    stand_in_images(kubelet_engine, work / "images")
-    bin_dir = toolchain_bin()
-    project = Pulumi(bin_dir, user_project(work / "clone"), developer_env(kubelet_engine, bin_dir, work / "state",
-                                                                          kubelet_plane))
-    work_dir = tmp_path_factory.mktemp("dave-work")
-    project.make_stack("dave", "--work-dir", str(work_dir))
-    stack = Stack("dave", project, work_dir)
-    for key, value in (("nodeAccess", "kubernetes"), ("nodes[0]", NODE_NAME), ("registryHost", ENGINE_SIDE),
-                       # The port-forward takes these ports on this machine's loopback: ones free now.
-                       ("lldbServerPort", str(free_port_block(LLDB_PORTS))),
-                       ("sourceRepository", bucket.source_repository), ("envoyRepository", bucket.envoy_repository),
-                       ("prebuiltBaseUrl", bucket.bucket.url)):
-        stack("config", "set", "--path", key, value)
-    stack("config", "rm", "targetNodeAddress")
+    stack = developer_stack(
+        kubelet_engine, kubelet_plane, tmp_path_factory.mktemp("developer"), "dave", tmp_path_factory.mktemp("dave"),
+        [("nodeAccess", "kubernetes"), ("nodes[0]", NODE_NAME), ("registryHost", ENGINE_SIDE),
+         # The port-forward takes these ports on this machine's loopback: ones free now.
+         ("lldbServerPort", str(free_port_block(LLDB_PORTS))),
+         ("sourceRepository", bucket.source_repository), ("envoyRepository", bucket.envoy_repository),
+         ("prebuiltBaseUrl", bucket.bucket.url)],
+        removed=("targetNodeAddress",))
     yield stack
     stack.tear_down()
 
@@ -146,37 +113,6 @@ def first_up(dave: Stack) -> dict:
 
 
 # --- the pod, its Envoy, its traffic -------------------------------------------------------------------------------
-
-
-def pod(plane, outputs: dict, namespace: str) -> dict:
-    return json.loads(plane.kubectl("get", "pod", outputs["podName"], "-n", namespace, "-o", "json").stdout)
-
-
-def proxy_status(pod_json: dict) -> dict:
-    statuses = pod_json["status"].get("initContainerStatuses", []) + pod_json["status"].get("containerStatuses", [])
-    return next(s for s in statuses if s["name"] == PROXY_CONTAINER)
-
-
-def process_on_node(node: KubeletNode, pod_name: str, namespace: str, name: str = "envoy") -> int:
-    """The node's pid of the pod's process `name`, by the env istio-proxy's processes have (the pod's name and
-    namespace)."""
-    found = []
-    for pid in node.exec("pgrep", "-x", name, check=False).stdout.split():
-        environ = node.exec("cat", f"/proc/{pid}/environ", check=False).stdout.split("\0")
-        if f"POD_NAME={pod_name}" in environ and f"POD_NAMESPACE={namespace}" in environ:
-            found.append(int(pid))
-    assert len(found) == 1, f"{name} processes of {namespace}/{pod_name} on the node: {found}"
-    return found[0]
-
-
-def envoy_stat(plane, outputs: dict, namespace: str, name: str) -> int:
-    done = plane.kubectl("exec", outputs["podName"], "-n", namespace, "-c", PROXY_CONTAINER, "--", "curl", "-sS",
-                         f"http://127.0.0.1:15000/stats?format=json&filter=^{re.escape(name)}$")
-    return next((s["value"] for s in json.loads(done.stdout)["stats"] if s.get("name") == name), 0)
-
-
-def pod_ip(plane, outputs: dict, namespace: str) -> str:
-    return pod(plane, outputs, namespace)["status"]["podIP"]
 
 
 def text_section(path: Path, out: Path) -> bytes:
@@ -194,7 +130,7 @@ def test_up_runs_the_injected_pod_with_the_real_envoy_pulled_through_the_entry(
     outputs, namespace = first_up, namespace_of(dave)
     name = outputs["podName"]
     assert f"{namespace}/{name}" in mesh.injected and mesh.errors == []
-    target = pod(kubelet_plane, outputs, namespace)
+    target = pod(kubelet_plane, outputs["podName"], namespace)
     assert target["spec"]["nodeName"] == NODE_NAME
     ready = {c["type"]: c["status"] for c in target["status"]["conditions"]}
     assert (target["status"]["phase"], ready["Ready"]) == ("Running", "True"), target["status"]
@@ -227,39 +163,14 @@ def test_up_runs_the_injected_pod_with_the_real_envoy_pulled_through_the_entry(
 
 def test_a_request_to_the_pods_ip_goes_through_the_capture_and_envoy_counts_it(first_up, dave, kubelet_plane):
     namespace = namespace_of(dave)
-    address = pod_ip(kubelet_plane, first_up, namespace)
-    before = envoy_stat(kubelet_plane, first_up, namespace, INBOUND_REQUESTS)
+    address = pod_ip(kubelet_plane, first_up["podName"], namespace)
+    before = envoy_stat(kubelet_plane, first_up["podName"], namespace, INBOUND_REQUESTS)
     answers = [request(f"http://{address}:{APP_PORT}/echo?n={n}") for n in range(REQUESTS)]
     assert answers == [f"fortio stand-in {APP_PORT} /echo?n={n}\n" for n in range(REQUESTS)]
-    assert envoy_stat(kubelet_plane, first_up, namespace, INBOUND_REQUESTS) - before == REQUESTS
+    assert envoy_stat(kubelet_plane, first_up["podName"], namespace, INBOUND_REQUESTS) - before == REQUESTS
 
 
 # --- the debugger, with the stack's outputs only -------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def port_forward(command: str, env: dict[str, str], ports: list[int], timeout: float = 60):
-    """The stack's port-forward command, run as the developer runs it, until every port is forwarded; the seconds
-    that took."""
-    process = subprocess.Popen(["/bin/sh", "-c", f"exec {command}"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    seen: list[str] = []
-    threading.Thread(target=lambda: seen.extend(process.stdout), daemon=True).start()
-    started = time.monotonic()
-
-    def forwarded() -> set[int]:
-        return {int(m.group(1)) for line in list(seen) if (m := re.match(r"Forwarding from 127\.0\.0\.1:(\d+) ->",
-                                                                          line))}
-
-    try:
-        while forwarded() != set(ports):
-            assert process.poll() is None, f"the port-forward ended: {seen}"
-            assert time.monotonic() - started < timeout, f"{ports} not forwarded within {timeout:.0f} s: {seen}"
-            time.sleep(0.1)
-        yield time.monotonic() - started
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -269,33 +180,11 @@ def forwarded(first_up, dave):
         yield first_up
 
 
-def lldb(dave: Stack) -> InteractiveLldb:
-    return InteractiveLldb(in_debugger_view(dave.work_dir, [require_tool("lldb"), "--no-lldbinit", "--no-use-colors"]),
-                           lldb_environment())
-
-
-def resident_kib(pid: int) -> int:
-    """VmRSS of lldb: the process under the unshare and bash that started it."""
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    for candidate in [pid, *map(int, children)]:
-        status = Path(f"/proc/{candidate}/status").read_text()
-        if re.search(r"^Name:\s+lldb", status, re.M):
-            return int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1))
-    return resident_kib(int(children[0])) if children else 0
-
-
-def in_background(url: str) -> tuple[threading.Thread, list[str]]:
-    answers: list[str] = []
-    thread = threading.Thread(target=lambda: answers.append(request(url, timeout=120)), daemon=True)
-    thread.start()
-    return thread, answers
-
-
 def test_lldb_with_the_stacks_commands_stops_a_worker_on_a_request(forwarded, dave, kubelet_plane, real_node):
     outputs, namespace = forwarded, namespace_of(dave)
-    restarts = proxy_status(pod(kubelet_plane, outputs, namespace))["restartCount"]
-    address = pod_ip(kubelet_plane, outputs, namespace)
-    debugger = lldb(dave)
+    restarts = proxy_status(pod(kubelet_plane, outputs["podName"], namespace))["restartCount"]
+    address = pod_ip(kubelet_plane, outputs["podName"], namespace)
+    debugger = lldb(dave.work_dir)
     try:
         started = time.monotonic()
         for command in outputs["lldbCommands"].splitlines():
@@ -318,34 +207,21 @@ def test_lldb_with_the_stacks_commands_stops_a_worker_on_a_request(forwarded, da
         debugger.run("continue")
         thread.join(timeout=60)
         assert answers == [f"fortio stand-in {APP_PORT} /stopped\n"], answers
-        assert "detached" in debugger.run("detach")
+        assert "detached" in debugger.detach()
     finally:
         debugger.close()
     assert request(f"http://{address}:{APP_PORT}/after") == f"fortio stand-in {APP_PORT} /after\n"
-    assert proxy_status(pod(kubelet_plane, outputs, namespace))["restartCount"] == restarts
-
-
-def lldb_dap(dave: Stack) -> list[str]:
-    """LLVM's lldb-dap 19 (`make lldb-clients`), as VS Code starts it, in the debugger's view of the workspace."""
-    if debian_lldb(19) is None:
-        if os.environ.get("CI") == "true":
-            raise AssertionError("Debian's lldb 19 is not unpacked: make lldb-clients")
-        pytest.skip("Debian's lldb 19 is not unpacked (make lldb-clients)")
-    llvm = "/mnt/lldb-19/usr/lib/llvm-19"
-    return in_debugger_view(dave.work_dir, ["env", f"LD_LIBRARY_PATH={llvm}/lib:/mnt/lldb-19/usr/lib/x86_64-linux-gnu",
-                                            f"{llvm}/bin/lldb-dap"],
-                            tools={"lldb-19": ROOT / ".cache" / "lldb-19" / "root"})
+    assert proxy_status(pod(kubelet_plane, outputs["podName"], namespace))["restartCount"] == restarts
 
 
 def test_the_launch_jsons_lldb_dap_configuration_stops_a_worker_on_a_request(forwarded, dave, kubelet_plane):
     outputs, namespace = forwarded, namespace_of(dave)
-    address = pod_ip(kubelet_plane, outputs, namespace)
+    address = pod_ip(kubelet_plane, outputs["podName"], namespace)
     written = json.loads(Path(outputs["launchJsonFile"]).read_text())
     (configuration,) = [c for c in written["configurations"] if c["type"] == "lldb-dap"]
-    dap = DapClient(lldb_dap(dave))
+    dap = DapClient(lldb_dap(dave.work_dir))
     try:
-        dap.request("initialize", {"clientID": "vscode", "clientName": "Visual Studio Code", "adapterID": "lldb-dap",
-                                   "pathFormat": "path", "linesStartAt1": True, "columnsStartAt1": True})
+        dap_initialize(dap)
         attach = dap.send("attach", configuration)
         dap.event("initialized", timeout=300)
         set_ = dap.request("setFunctionBreakpoints", {"breakpoints": [{"name": "accept4"}]})
@@ -409,9 +285,9 @@ def test_startup_mode_stops_the_real_envoy_before_it_serves(startup, dave, kubel
     name = outputs["podName"]
     waiting = process_on_node(real_node, name, namespace, "sleep")
     assert {15006, 15021} & listening_ports(real_node, waiting) == set()
-    address = pod_ip(kubelet_plane, outputs, namespace)
+    address = pod_ip(kubelet_plane, outputs["podName"], namespace)
     with port_forward(outputs["lldbServerPortForward"], dave.pulumi.env, outputs["debuggerPorts"]):
-        debugger = lldb(dave)
+        debugger = lldb(dave.work_dir)
         started = None
         try:
             commands = outputs["lldbCommands"].splitlines()
@@ -432,13 +308,14 @@ def test_startup_mode_stops_the_real_envoy_before_it_serves(startup, dave, kubel
             assert {15001, 15006, 15021} & listening_ports(real_node, envoy) == set(), stop
             debugger.run("continue")
             wait_for("15021 answering", lambda: request(f"http://{address}:15021/healthz/ready").strip() == "LIVE", 120)
-            ready = {c["type"]: c["status"] for c in pod(kubelet_plane, outputs, namespace)["status"]["conditions"]}
+            conditions = pod(kubelet_plane, outputs["podName"], namespace)["status"]["conditions"]
+            ready = {c["type"]: c["status"] for c in conditions}
             assert ready["Ready"] == "True"
-            before = envoy_stat(kubelet_plane, outputs, namespace, INBOUND_REQUESTS)
+            before = envoy_stat(kubelet_plane, outputs["podName"], namespace, INBOUND_REQUESTS)
             assert request(f"http://{address}:{APP_PORT}/startup") == f"fortio stand-in {APP_PORT} /startup\n"
-            assert envoy_stat(kubelet_plane, outputs, namespace, INBOUND_REQUESTS) - before == 1
+            assert envoy_stat(kubelet_plane, outputs["podName"], namespace, INBOUND_REQUESTS) - before == 1
             assert_only_the_apps_outbound_is_captured(kubelet_plane, outputs, namespace)
-            assert "detached" in debugger.run("detach")
+            assert "detached" in debugger.detach()
         finally:
             debugger.close()
             if started is not None:
@@ -453,10 +330,10 @@ def assert_only_the_apps_outbound_is_captured(plane, outputs: dict, namespace: s
     try:
         port = int(re.search(r"port (\d+)", server.stdout.readline()).group(1))
         url = f"http://{ENGINE_SIDE}:{port}/"
-        before = envoy_stat(plane, outputs, namespace, PASSTHROUGH_CONNECTIONS)
+        before = envoy_stat(plane, outputs["podName"], namespace, PASSTHROUGH_CONNECTIONS)
         for container, client in ((APP_CONTAINER, ["/usr/bin/fortio", "curl"]), (PROXY_CONTAINER, ["curl", "-sS"])):
             plane.kubectl("exec", outputs["podName"], "-n", namespace, "-c", container, "--", *client, url)
-            counted = envoy_stat(plane, outputs, namespace, PASSTHROUGH_CONNECTIONS) - before
+            counted = envoy_stat(plane, outputs["podName"], namespace, PASSTHROUGH_CONNECTIONS) - before
             assert counted == 1, f"after {container}'s request Envoy passed {counted} connections through"
     finally:
         server.terminate()
@@ -486,6 +363,4 @@ def test_destroy_leaves_the_node_running_other_pods_and_nothing_of_the_stack(
     assert real_node.exec("test", "-e", STATE_DIR, check=False).returncode != 0
     entry = f"{CERTS_DIR}/{registry_address(ENGINE_SIDE, int(dave.config_value('registryPort')))}"
     assert real_node.exec("test", "-e", entry, check=False).returncode != 0
-    phase = kubelet_plane.kubectl("get", "pod", "bystander", "-n", BYSTANDER_NAMESPACE, "-o",
-                                  "jsonpath={.status.phase}").stdout
-    assert phase == "Running"
+    assert bystander_phase(kubelet_plane) == "Running"
