@@ -54,8 +54,8 @@ help:
 	@echo "make preview-policy  the same, checked by the policy pack (policy/)"
 	@echo "make destroy  pulumi destroy (keeps the source, the bazel cache and the registry data)"
 	@echo "make stack NAME=alice [WORK_DIR=…]  a developer stack of your own, from the dev stack's values"
-	@echo "make lint     ruff, and Pulumi.yaml and the README checked against components/settings.py"
-	@echo "make config-docs  write Pulumi.yaml's config: block and the README's settings table from components/settings.py"
+	@echo "make lint     ruff, and Pulumi.yaml and the generated tables of docs/ checked against the code"
+	@echo "make config-docs  write Pulumi.yaml's config: block and the generated tables of docs/ (settings, outputs, messages)"
 	@echo "make bench    the benchmarks under bench/"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -111,7 +111,8 @@ lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m tools.config_docs --check
 
-# Pulumi.yaml's config: block and the README's settings table, from components/settings.py.
+# Pulumi.yaml's config: block from components/settings.py, and the generated blocks of docs/: the settings and outputs
+# tables of docs/configuration.md, the messages of docs/troubleshooting.md (tools/config_docs.py).
 config-docs: deps
 	$(VENV)/bin/python -m tools.config_docs
 

@@ -1,6 +1,7 @@
-"""One declaration per setting: Pulumi.yaml's `config:` block and the README's settings table are what
-components/settings.py generates (`make config-docs`), a setting added to the table is one entry, and the real
-CLI takes the generated Pulumi.yaml as before."""
+"""One declaration per setting: Pulumi.yaml's `config:` block and the generated blocks of docs/ (the settings and
+outputs tables of docs/configuration.md, the messages of docs/troubleshooting.md) are what the code generates
+(`make config-docs`), a setting added to the table is one entry, and the real CLI takes the generated Pulumi.yaml as
+before."""
 
 from __future__ import annotations
 
@@ -24,9 +25,16 @@ def test_pulumi_yaml_is_what_the_table_generates():
     assert config_docs.pulumi_yaml(current) == current, "run `make config-docs`"
 
 
-def test_the_readme_table_is_what_the_table_generates():
-    current = (ROOT / "README.md").read_text()
-    assert config_docs.readme(current) == current, "run `make config-docs`"
+@pytest.mark.parametrize("name", [n for n in config_docs.generated_files() if n != "Pulumi.yaml"])
+def test_the_generated_blocks_of_the_docs_are_what_the_code_generates(name):
+    current = (ROOT / name).read_text()
+    assert config_docs.document(name, current) == current, "run `make config-docs`"
+
+
+def test_a_block_without_its_markers_is_an_error_not_a_silent_skip():
+    block = config_docs.BLOCKS[0]
+    with pytest.raises(ValueError, match="must hold each of"):
+        block.written("# a page whose markers were deleted\n")
 
 
 def test_pulumi_yaml_declares_each_setting_as_the_table_says():
@@ -53,9 +61,9 @@ def test_every_check_has_the_sentence_a_refused_value_gets():
 
 
 def project_copy(folder: Path) -> Path:
-    for name in ("Pulumi.yaml", "README.md", "Pulumi.dev.yaml"):
+    for name in ("Pulumi.yaml", "Pulumi.dev.yaml"):
         shutil.copy(ROOT / name, folder / name)
-    for tree in ("components", "tools"):
+    for tree in ("components", "tools", "docs"):
         shutil.copytree(ROOT / tree, folder / tree, ignore=shutil.ignore_patterns("__pycache__", "toolchain"))
     return folder
 
@@ -67,14 +75,28 @@ def config_docs_run(folder: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_check_names_the_file_that_drifted_and_make_config_docs_mends_it(tmp_path):
     folder = project_copy(tmp_path)
-    readme = folder / "README.md"
-    readme.write_text(readme.read_text().replace("| `mode` | string | `attach` |", "| `mode` | string | `startup` |"))
+    page = folder / "docs" / "configuration.md"
+    page.write_text(page.read_text().replace("| `mode` | string | `attach` |", "| `mode` | string | `startup` |"))
     checked = config_docs_run(folder, "--check")
     assert checked.returncode == 1
-    assert checked.stderr.strip() == ("README.md differ from components/settings.py: run `make config-docs`")
+    assert checked.stderr.strip() == ("docs/configuration.md differ from the code they are generated from: "
+                                      "run `make config-docs`")
     assert config_docs_run(folder).returncode == 0
-    assert readme.read_text() == (ROOT / "README.md").read_text()
+    assert page.read_text() == (ROOT / "docs" / "configuration.md").read_text()
     assert config_docs_run(folder, "--check").returncode == 0
+
+
+def test_a_changed_rule_message_is_drift_in_the_troubleshooting_page(tmp_path):
+    """The rules' messages are read from components/config_rules.py's source: a changed sentence there is a stale
+    docs/troubleshooting.md until `make config-docs`."""
+    folder = project_copy(tmp_path)
+    rules = folder / "components" / "config_rules.py"
+    rules.write_text(rules.read_text().replace('"expected each node once"', '"expected every node only once"'))
+    checked = config_docs_run(folder, "--check")
+    assert checked.returncode == 1
+    assert "docs/troubleshooting.md" in checked.stderr
+    assert config_docs_run(folder).returncode == 0
+    assert "expected every node only once" in (folder / "docs" / "troubleshooting.md").read_text()
 
 
 # One line of at most 120 characters, as ruff wants the table's.
@@ -84,7 +106,7 @@ NEW_SETTING = ("""    Setting("proxyLogLevel", STRING, "info", about="Envoy's lo
 
 def test_a_new_setting_is_one_entry_in_the_table(tmp_path):
     """The line added to SETTINGS is all it takes: the program reads and checks the key into its own field, and
-    Pulumi.yaml and the README carry it once `make config-docs` has run."""
+    Pulumi.yaml and docs/configuration.md carry it once `make config-docs` has run."""
     folder = project_copy(tmp_path)
     settings = folder / "components" / "settings.py"
     text = settings.read_text()
@@ -96,7 +118,9 @@ def test_a_new_setting_is_one_entry_in_the_table(tmp_path):
     assert config_docs_run(folder).returncode == 0
     declared = yaml.safe_load((folder / "Pulumi.yaml").read_text())["config"]["proxyLogLevel"]
     assert declared == {"type": "string", "default": "info", "description": "Envoy's log level"}
-    assert "| `proxyLogLevel` | string | `info` | Envoy's log level |" in (folder / "README.md").read_text()
+    configuration = (folder / "docs" / "configuration.md").read_text()
+    assert "| `proxyLogLevel` | string | `info` | Envoy's log level |" in configuration
+    assert "| `proxyLogLevel` | `expected debug or info` |" in (folder / "docs" / "troubleshooting.md").read_text()
     program = """
 import json, sys, yaml
 from components.config import ConfigError, parse_config
@@ -121,7 +145,7 @@ except ConfigError as error:
 
 @pytest.fixture(scope="module")
 def carol(tmp_path_factory) -> Pulumi:
-    """A stack made as the README says (`make stack NAME=carol`), in a user's clone on the toolchain's CLI."""
+    """A stack made as the docs say (`make stack NAME=carol`), in a user's clone on the toolchain's CLI."""
     bin_dir = toolchain_bin()
     folder = tmp_path_factory.mktemp("config-docs")
     pulumi = Pulumi(bin_dir, user_project(folder / "clone"), pulumi_env(bin_dir, folder / "state"))

@@ -1,4 +1,4 @@
-"""The project's own files agree with each other: Pulumi.yaml, the config parser, the README, CI."""
+"""The project's own files agree with each other: Pulumi.yaml, the config parser, the documentation, CI."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from tests.conftest import ROOT
 from tests.mock_stack import project_file
 
 README = (ROOT / "README.md").read_text()
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
 MAKEFILE = (ROOT / "Makefile").read_text()
 
 
@@ -32,8 +33,9 @@ def test_every_declared_key_has_a_type_and_a_description():
             assert declaration["items"]["type"] == "string", key
 
 
-def test_readme_documents_every_key_with_its_type():
-    rows = dict(re.findall(r"^\| `(\w+)` \| ([\w ]+?) \|", README, flags=re.MULTILINE))
+def test_the_configuration_page_documents_every_key_with_its_type():
+    settings = CONFIGURATION.split("<!-- settings:", 1)[1].split("<!-- end of settings -->", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([\w ]+?) \|", settings, flags=re.MULTILINE))
     assert set(rows) == set(KEYS)
     for key, declaration in project_file()["config"].items():
         expected = {"array": "array of string"}.get(declaration["type"], declaration["type"])

@@ -1,13 +1,18 @@
-"""Writes Pulumi.yaml's `config:` block and the README's settings table from components/settings.py.
+"""Writes what the documentation says that the code already knows: Pulumi.yaml's `config:` block from
+components/settings.py, and the generated blocks of docs/ between their markers: the settings table and the outputs
+table (components/outputs.py) of docs/configuration.md, and the messages of docs/troubleshooting.md
+(tools/troubleshooting.py: the settings' refusals, the rules' messages, what the scripts stop with).
 
-    python -m tools.config_docs           # `make config-docs`: rewrite both
-    python -m tools.config_docs --check   # `make lint`: exit 1, naming the file, when either differs
+    python -m tools.config_docs           # `make config-docs`: rewrite them
+    python -m tools.config_docs --check   # `make lint`: exit 1, naming the files, when any differs
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -15,7 +20,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from components.outputs import OUTPUTS  # noqa: E402
 from components.settings import BOOLEAN, SETTINGS, STRINGS, Setting  # noqa: E402
+from tools import troubleshooting  # noqa: E402
 
 PULUMI_YAML_HEAD = """\
 # Generated from components/settings.py by `make config-docs`: change a setting there, not here.
@@ -23,8 +30,6 @@ PULUMI_YAML_HEAD = """\
 # that has no default, and a secret has none. The program checks every value again at start-up (preview
 # included) and names the key, the bad value and what is expected.
 """
-README_BEGIN = "<!-- settings: generated from components/settings.py by `make config-docs` -->\n"
-README_END = "<!-- end of settings -->\n"
 
 
 def declared_type(setting: Setting) -> str:
@@ -68,11 +73,61 @@ def settings_table() -> str:
     return "\n".join(["| key | type | default | meaning |", "|---|---|---|---|", *rows]) + "\n"
 
 
-def readme(current: str) -> str:
-    """`current` (README.md) with the table between its two markers made anew."""
-    head, rest = current.split(README_BEGIN)
-    _, tail = rest.split(README_END)
-    return head + README_BEGIN + settings_table() + README_END + tail
+def outputs_table() -> str:
+    rows = [f"| `{name}` | {about} |" for name, about in OUTPUTS.items()]
+    return "\n".join(["| output | what |", "|---|---|", *rows]) + "\n"
+
+
+@dataclass(frozen=True)
+class Block:
+    """A generated block of a Markdown file: between `<!-- NAME: generated from SOURCE by `make config-docs` -->`
+    and `<!-- end of NAME -->`, each on a line of its own."""
+
+    file: str
+    name: str
+    source: str
+    make: Callable[[], str]
+
+    @property
+    def begin(self) -> str:
+        return f"<!-- {self.name}: generated from {self.source} by `make config-docs` -->\n"
+
+    @property
+    def end(self) -> str:
+        return f"<!-- end of {self.name} -->\n"
+
+    def written(self, current: str) -> str:
+        """`current` with the block between its two markers made anew; ValueError when they are not there once."""
+        if current.count(self.begin) != 1 or current.count(self.end) != 1:
+            raise ValueError(f"{self.file} must hold each of {self.begin.strip()} and {self.end.strip()} once")
+        head, rest = current.split(self.begin)
+        _, tail = rest.split(self.end)
+        return head + self.begin + self.make() + self.end + tail
+
+
+CONFIGURATION = "docs/configuration.md"
+TROUBLESHOOTING = "docs/troubleshooting.md"
+BLOCKS = (
+    Block(CONFIGURATION, "settings", "components/settings.py", settings_table),
+    Block(CONFIGURATION, "outputs", "components/outputs.py", outputs_table),
+    Block(TROUBLESHOOTING, "refusals", "components/settings.py", troubleshooting.refusals_table),
+    Block(TROUBLESHOOTING, "rules", "components/config_rules.py", troubleshooting.rules_table),
+    Block(TROUBLESHOOTING, "messages", "tools/troubleshooting.py", troubleshooting.messages_tables),
+)
+
+
+def document(name: str, current: str) -> str:
+    """`current` (the file `name`, from the project's root) as the code generates it."""
+    if name == "Pulumi.yaml":
+        return pulumi_yaml(current)
+    for block in BLOCKS:
+        if block.file == name:
+            current = block.written(current)
+    return current
+
+
+def generated_files() -> list[str]:
+    return ["Pulumi.yaml", *dict.fromkeys(block.file for block in BLOCKS)]
 
 
 def main() -> int:
@@ -81,16 +136,21 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=ROOT, help="the project folder (default: this one)")
     args = parser.parse_args()
     stale = []
-    for name, make in (("Pulumi.yaml", pulumi_yaml), ("README.md", readme)):
+    for name in generated_files():
         path = args.root / name
         current = path.read_text()
-        wanted = make(current)
+        try:
+            wanted = document(name, current)
+        except ValueError as error:
+            print(error, file=sys.stderr)
+            return 1
         if wanted != current:
             stale.append(name)
             if not args.check:
                 path.write_text(wanted)
     if args.check and stale:
-        print(f"{' and '.join(stale)} differ from components/settings.py: run `make config-docs`", file=sys.stderr)
+        print(f"{' and '.join(stale)} differ from the code they are generated from: run `make config-docs`",
+              file=sys.stderr)
         return 1
     return 0
 
