@@ -43,14 +43,14 @@ def test_each_plugin_is_the_version_requirements_pins(plugin):
     assert script_value(PLUGIN_PINS[plugin]) == pinned(f"pulumi-{plugin}")
 
 
-def test_the_readme_names_the_versions_the_script_builds():
-    readme = (ROOT / "README.md").read_text()
+def test_the_testing_page_names_the_versions_the_script_builds():
+    page = (ROOT / "docs" / "testing.md").read_text()
     for binary, variable in (("pulumi", "PULUMI_VERSION"), ("etcd", "ETCD_VERSION"), ("kwok", "KWOK_VERSION"),
                              ("kubelet", "KUBERNETES_VERSION"),
                              ("pulumi-resource-kubernetes", "KUBERNETES_PROVIDER_VERSION"),
                              ("pulumi-language-python", "PYTHON_LANGUAGE_HOST_VERSION")):
-        assert re.search(rf"^\| `{binary}`[^|]*\| {re.escape(script_value(variable))}\b", readme, re.M), binary
-    assert re.search(rf"`kubectl` \| {re.escape(script_value('KUBERNETES_VERSION'))} \|", readme)
+        assert re.search(rf"^\| `{binary}`[^|]*\| {re.escape(script_value(variable))}\b", page, re.M), binary
+    assert re.search(rf"`kubectl` \| {re.escape(script_value('KUBERNETES_VERSION'))} \|", page)
 
 
 @pytest.fixture(scope="module")
