@@ -15,7 +15,7 @@ from components.docker_daemon import require_docker
 from components.envoy_build import EnvoyBuild, EnvoyBuildArgs
 from components.istio import Istio, IstioArgs
 from components.kind_cluster import KindCluster, KindClusterArgs
-from components.launch import in_place_outputs, launch_outputs, symbols_verdict
+from components.launch import LLDB_MODULE_CACHE_DIR, in_place_outputs, launch_outputs, symbols_verdict
 from components.launch_file import LaunchFile, LaunchFileArgs
 from components.lldb_server import InPlace, LldbServer, LldbServerArgs, LldbServerBundle, LldbServerBundleArgs
 from components.network import DockerNetwork, DockerNetworkArgs
@@ -344,7 +344,8 @@ def debugged_in_place(config: StackConfig) -> dict:
         process_name="envoy", ports=config.debugger_ports, instance=f"{config.project}-{config.stack}",
         restart_on=[pod.revision], node_network=network_name,
         in_place=InPlace(container_id=pod.container_id, bundle_host_dir=bundle.host_dir,
-                         bundle_digest=bundle.digest),
+                         bundle_digest=bundle.digest,
+                         module_cache_host_dir=placement.layout.host_path(LLDB_MODULE_CACHE_DIR)),
     ))
     verdict = pulumi.Output.all(symbols.missing, symbols.elf, symbols.text_digest, lldb_server.text_digest,
                                 lldb_server.load_slide).apply(

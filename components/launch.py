@@ -24,6 +24,8 @@ from components.workspace import CONTAINER_CACHE_DIR
 BAZEL_CWD = "/proc/self/cwd"
 # lldb's caches, in the cache folder the debugger container mounts (its ~/.lldb is not kept).
 LLDB_CACHE_DIR = posixpath.join(CONTAINER_CACHE_DIR, "lldb")
+MODULE_CACHE = "module-cache"
+LLDB_MODULE_CACHE_DIR = posixpath.join(LLDB_CACHE_DIR, MODULE_CACHE)
 WAIT_FOR_ENVOY = "process attach --name envoy --waitfor"
 
 
@@ -56,7 +58,7 @@ def lldb_settings(cache_dir: str = LLDB_CACHE_DIR) -> list[str]:
         f"settings set symbols.lldb-index-cache-path {posixpath.join(cache_dir, 'index-cache')}",
         # The pod's shared libraries (libc, …), keyed by build-id: copied over the platform connection, at
         # about 1 MB/s (llvm#62750), once rather than after every restart of the debugger container.
-        f"settings set platform.module-cache-directory {posixpath.join(cache_dir, 'module-cache')}",
+        f"settings set platform.module-cache-directory {posixpath.join(cache_dir, MODULE_CACHE)}",
         # Don't parse every compile unit up front; lldb loads what a stop or a breakpoint needs.
         "settings set target.preload-symbols false",
         # The remote's modules (libc, …) are fetched once into the module cache; give slow links time.

@@ -70,8 +70,8 @@ def node_parameters(*, pod: str, namespace: str, process_name: str, debugger_add
 
 def start_script(parameters: Mapping[str, str | int]) -> str:
     """Stops a previous instance, then starts the server; prints the target's pid inside the pod."""
-    return render_node_script(parameters, script("elf-facts.sh"), script("lldb-server-stop.sh"),
-                              script("lldb-server-start.sh"))
+    return render_node_script(parameters, script("elf-facts.sh"), script("container-process.sh"),
+                              script("lldb-server-stop.sh"), script("lldb-server-start.sh"))
 
 
 def bundle_dir(instance: str) -> str:
@@ -83,6 +83,17 @@ def install_bundle_command(access: NodeAccess, node: str, host_dir: str, node_di
     """The bundle from the developer host's folder, streamed as a tar into the node's folder."""
     install = render_node_script({"BUNDLE_DIR": node_dir, "DIGEST": digest}, script("lldb-server-bundle-install.sh"))
     return f"tar -C {shlex.quote(host_dir)} -cf - . | {access.root_command(node, install)}"
+
+
+def copy_modules_command(access: NodeAccess, node: str, parameters: Mapping[str, str | int],
+                         module_cache_host_dir: str) -> str:
+    """The files the attached process maps, from the node into the debugger's module cache, as lldb lays out a
+    remote-linux module's (so nothing is copied while the process is stopped)."""
+    modules = render_node_script({k: parameters[k] for k in ("CONTAINER_ID", "PROCESS_NAME", "STATE_DIR", "INSTANCE")},
+                                 script("elf-facts.sh"), script("container-process.sh"),
+                                 script("lldb-server-modules.sh"))
+    folder = shlex.quote(posixpath.join(module_cache_host_dir, "remote-linux"))
+    return f"mkdir -p {folder} && {access.root_command(node, modules)} | tar -x -C {folder}"
 
 
 def remove_bundle_command(access: NodeAccess, node: str, node_dir: str) -> str:
@@ -99,6 +110,8 @@ class InPlace:
     container_id: pulumi.Input[str]
     bundle_host_dir: pulumi.Input[str]
     bundle_digest: pulumi.Input[str]
+    # The debugger's lldb module cache on this host (its platform.module-cache-directory).
+    module_cache_host_dir: str
 
 
 def stop_script(parameters: Mapping[str, str | int]) -> str:
@@ -169,12 +182,25 @@ class LldbServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(child_options(self, opts, delete_before_replace=True),
                                               pulumi.ResourceOptions(depends_on=after)),
         )
-        reported = server.stdout.apply(lambda out: key_values(out, set()))
+        if in_place:
+            # Before the debugger attaches, which waits for launch.json and lldbCommands, so for this.
+            copied = local.Command(
+                f"{name}-modules",
+                create=pulumi.Output.all(node, parameters).apply(
+                    lambda v: copy_modules_command(args.access, v[0], v[1], in_place.module_cache_host_dir)),
+                triggers=[*args.restart_on],
+                opts=pulumi.ResourceOptions.merge(child_options(self, opts),
+                                                  pulumi.ResourceOptions(depends_on=[server])),
+            )
+            stdout = pulumi.Output.all(server.stdout, copied.id).apply(lambda v: v[0])
+        else:
+            stdout = server.stdout
+        reported = stdout.apply(lambda out: key_values(out, set()))
         self.text_digest = reported.apply(lambda values: values.get("textDigest"))
         self.load_slide = reported.apply(lambda values: values.get("loadSlide"))
         self.connect_url = node_address.apply(
             lambda address: f"connect://{address}:{args.ports.platform}")
-        self.pid = server.stdout.apply(lambda out: int(out.strip().splitlines()[-1]))
+        self.pid = stdout.apply(lambda out: int(out.strip().splitlines()[-1]))
         self.port_forward_command = pulumi.Output.from_input(node).apply(
             lambda n: lldb_server_port_forward(n, args.access.agents.namespace, args.ports.all,
                                                args.access.kubeconfig_file)

@@ -172,6 +172,15 @@ def test_the_verdict_says_in_one_line_what_was_compared():
 # --- the node's side, for real --------------------------------------------------------------------------------------
 
 
+def lldb_uuid(path: Path) -> str:
+    """The UUID lldb gives the module: its GNU build-id, grouped as lldb groups it."""
+    notes = subprocess.run(["readelf", "-n", str(path)], capture_output=True, text=True, check=True).stdout
+    hexid = re.search(r"Build ID: ([0-9a-f]+)", notes).group(1).upper()
+    groups = [hexid[:8], hexid[8:12], hexid[12:16], hexid[16:20], hexid[20:32]] + ([hexid[32:]] if len(hexid) > 32
+                                                                                    else [])
+    return "-".join(groups)
+
+
 def elf_facts(function: str, path: Path) -> str:
     done = subprocess.run(["bash", "-c", f'{script("elf-facts.sh")}\n{function} "$1"', "facts", str(path)],
                           capture_output=True, text=True, check=True, timeout=60)
@@ -367,9 +376,35 @@ def report(started: subprocess.CompletedProcess) -> dict[str, str]:
     return {**dict(line.split("=", 1) for line in lines[:-1]), "pid": lines[-1]}
 
 
-def lldb_in(netns: str) -> InteractiveLldb:
-    return InteractiveLldb(["ip", "netns", "exec", netns, require_tool("lldb"), "--no-lldbinit", "--no-use-colors"],
-                           lldb_environment())
+def lldb_in(netns: str, home: Path) -> InteractiveLldb:
+    """lldb on the node's network, with `home` as /home (the stack's commands keep lldb's caches in /home/.cache)."""
+    lldb = f"{require_tool('lldb')} --no-lldbinit --no-use-colors"
+    home.mkdir(exist_ok=True)
+    return InteractiveLldb(["ip", "netns", "exec", netns, "unshare", "--mount", "--", "sh", "-c",
+                            f"mount --bind {home} /home && exec {lldb}"], lldb_environment())
+
+
+def copy_modules(in_place: dict, netns: str, container_id: str, state: Path, home: Path) -> Path:
+    """The stack's copy of the process's files into the debugger's module cache (the node's half as rendered, its
+    output unpacked where the host's half unpacks it); the cache folder."""
+    create = resource(in_place, "lldb-server-modules")["inputs"]["create"]
+    assert re.search(r"\| tar -x -C /\S+/home/\.cache/lldb/module-cache/remote-linux$", create), create[-300:]
+    modules = render_node_script({"CONTAINER_ID": container_id, "PROCESS_NAME": "envoy", "STATE_DIR": str(state),
+                                  "INSTANCE": "istio-proxy-debug-dev"},
+                                 *(script(name) for name in ("elf-facts.sh", "container-process.sh",
+                                                             "lldb-server-modules.sh")))
+    cache = home / ".cache" / "lldb" / "module-cache" / "remote-linux"
+    cache.mkdir(parents=True)
+    tar = subprocess.Popen(["ip", "netns", "exec", netns, "bash", "-c", modules], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(cache)], stdin=tar.stdout, check=True, timeout=300)
+    assert tar.wait(timeout=60) == 0
+    return cache
+
+
+def files_of(folder: Path) -> dict[str, float]:
+    """The modules in lldb's module cache (.cache/<UUID>/<name>), by when they were written; lldb adds only its
+    bookkeeping beside them (a lock, links by the remote's host name and path) when it uses one."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime for p in (folder / ".cache").rglob("*") if p.is_file()}
 
 
 def envoy_config() -> str:
@@ -417,12 +452,20 @@ def test_lldb_server_from_the_node_attaches_to_a_distroless_pods_real_envoy(in_p
             assert facts["textDigest"] == text_by_binutils(envoy_binary, tmp_path)
             maps = Path(f"/proc/{pid}/maps").read_text()
             assert any(line.startswith(facts["loadSlide"].removeprefix("0x") + "-") for line in maps.splitlines())
-            debugger = lldb_in(node)
+            home = tmp_path / "home"
+            cache = copy_modules(in_place, node, container_id, state, home)
+            copied = files_of(cache)
+            assert f".cache/{lldb_uuid(envoy_binary)}/envoy" in copied, sorted(copied)
+            debugger = lldb_in(node, home)
             try:
                 for command in in_place_lldb_commands(pid=1, connect_url=f"connect://127.0.0.1:{port}",
                                                       source_map=[], symbols=None):
                     said = debugger.run(command, timeout=120)
                     assert "error:" not in said, said
+                # Nothing was copied while Envoy was stopped: every module came from the cache, untouched.
+                assert files_of(cache) == copied
+                listed = debugger.run("image list")
+                assert f"module-cache/remote-linux/.cache/{lldb_uuid(envoy_binary)}/envoy" in listed, listed
                 assert "Breakpoint 1: where = libc.so.6`accept4" in debugger.run("breakpoint set --name accept4")
                 requested = subprocess.Popen(["ip", "netns", "exec", node, "curl", "-sS", "--max-time", "60",
                                               "http://127.0.0.1:19080/stopped"], stdout=subprocess.PIPE, text=True)
@@ -431,7 +474,7 @@ def test_lldb_server_from_the_node_attaches_to_a_distroless_pods_real_envoy(in_p
                 debugger.run("breakpoint disable")
                 debugger.run("continue")
                 assert requested.communicate(timeout=60)[0] == "served\n"
-                assert "detached" in debugger.run("detach")
+                assert "detached" in debugger.detach()
             finally:
                 debugger.close()
             assert get(node, "http://127.0.0.1:19080/after") == "served\n"
@@ -488,7 +531,7 @@ def test_istios_symbol_file_is_matched_by_its_code_and_stops_the_stripped_releas
                                       symbol_digest=downloaded["ours"].text_digest,
                                       running_digest=facts["textDigest"], slide=facts["loadSlide"])
             assert verdict.symbols is not None, verdict.line
-            debugger = lldb_in(node)
+            debugger = lldb_in(node, tmp_path / "home")
             try:
                 url = f"connect://127.0.0.1:{port}"
                 for command in in_place_lldb_commands(pid=int(facts["pid"]), connect_url=url,
@@ -509,7 +552,7 @@ def test_istios_symbol_file_is_matched_by_its_code_and_stops_the_stripped_releas
                 assert f"at worker.cc:{line}" in by_line, by_line
                 debugger.run("continue")
                 assert "stop reason = breakpoint 2." in debugger.wait_for(r"stop reason = breakpoint 2\.", 60)
-                assert "detached" in debugger.run("detach")
+                assert "detached" in debugger.detach()
             finally:
                 debugger.close()
         finally:

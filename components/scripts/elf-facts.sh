@@ -42,3 +42,24 @@ elf_first_load_vaddr() {
   done
   return 1
 }
+# elf_is_64 <file>: whether it is a 64-bit ELF file (what the other functions read).
+elf_is_64() {
+  [ "$(od -An -tx1 -N 5 "$1" 2>/dev/null | tr -d ' \n')" = 7f454c4602 ]
+}
+# elf_build_id <file>: its GNU build-id, hex, or nothing.
+elf_build_id() {
+  local section offset size namesz descsz
+  elf_is_64 "$1" || return 0
+  section=$(elf_section "$1" .note.gnu.build-id)
+  [ -n "$section" ] || return 0
+  read -r offset size <<<"$section"
+  namesz=$(elf_u "$1" "$offset" 4) descsz=$(elf_u "$1" $((offset + 4)) 4)
+  od -An -v -tx1 -j $((offset + 12 + (namesz + 3) / 4 * 4)) -N "$descsz" "$1" | tr -d ' \n'
+}
+# lldb_uuid <build-id hex>: the build-id as lldb names a module's UUID (uppercase, 8-4-4-4-12[-8]).
+lldb_uuid() {
+  local id=${1^^}
+  printf '%s-%s-%s-%s-%s' "${id:0:8}" "${id:8:4}" "${id:12:4}" "${id:16:4}" "${id:20:12}"
+  if [ ${#id} -gt 32 ]; then printf -- '-%s' "${id:32}"; fi
+  echo
+}

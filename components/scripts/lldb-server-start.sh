@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # S8: on the node, as root, right after lldb-server-stop.sh has stopped a previous instance: the program
-# feeds the parameter assignments, then elf-facts.sh, lldb-server-stop.sh and this, on stdin to `bash -s`. Finds
+# feeds the parameter assignments, then elf-facts.sh, container-process.sh, lldb-server-stop.sh and this, on stdin
+# to `bash -s`. Finds
 # the pod's process, starts lldb-server platform inside that process's UTS, PID and mount namespaces but on the
 # node's network, pinned to the declared ports, taking connections from LISTEN_ADDRESS only (for a host other
 # than loopback, LLDB listens on every address and rejects other peers), detached with a pidfile; prints the
@@ -40,25 +41,24 @@ esac
 # named container's, by its id.
 in_pod=()
 elsewhere=()
-for pid in $(pgrep -x "$PROCESS_NAME" || true); do
-  if [ -n "$CONTAINER_ID" ]; then
-    if grep -qF "$CONTAINER_ID" "/proc/$pid/cgroup" 2>/dev/null; then in_pod+=("$pid"); fi
-    continue
+if [ -n "$CONTAINER_ID" ]; then
+  mapfile -t in_pod < <(container_pids "$CONTAINER_ID" "$PROCESS_NAME")
+  if [ ${#in_pod[@]} -eq 0 ]; then
+    die "attachTo $POD_NAMESPACE/$POD_NAME: its container (${CONTAINER_ID:0:12}) runs no $PROCESS_NAME on this" \
+      "node (it runs: $(container_commands "$CONTAINER_ID")); attachTo names the container whose Envoy to debug" \
+      "(<namespace>/<pod>/<container>)"
   fi
-  # uname (coreutils) rather than hostname, which newer Debian (kind's node image) no longer always has.
-  host=$(nsenter -t "$pid" -u uname -n 2>/dev/null) || continue
-  namespace=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^POD_NAMESPACE=//p' | head -n1 || true)
-  if [ "$host" = "$POD_NAME" ] && [ "$namespace" = "$POD_NAMESPACE" ]; then
-    in_pod+=("$pid")
-  else
-    elsewhere+=("$pid (${namespace:-no namespace}/$host)")
-  fi
-done
-if [ ${#in_pod[@]} -eq 0 ] && [ -n "$CONTAINER_ID" ]; then
-  running=$(grep -lF "$CONTAINER_ID" /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3 |
-    while read -r pid; do cat "/proc/$pid/comm" 2>/dev/null; done | sort -u | tr '\n' ' ' || true)
-  die "attachTo $POD_NAMESPACE/$POD_NAME: its container (${CONTAINER_ID:0:12}) runs no $PROCESS_NAME on this node" \
-    "(it runs: ${running:-nothing}); attachTo names the container whose Envoy to debug (<namespace>/<pod>/<container>)"
+else
+  for pid in $(pgrep -x "$PROCESS_NAME" || true); do
+    # uname (coreutils) rather than hostname, which newer Debian (kind's node image) no longer always has.
+    host=$(nsenter -t "$pid" -u uname -n 2>/dev/null) || continue
+    namespace=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | sed -n 's/^POD_NAMESPACE=//p' | head -n1 || true)
+    if [ "$host" = "$POD_NAME" ] && [ "$namespace" = "$POD_NAMESPACE" ]; then
+      in_pod+=("$pid")
+    else
+      elsewhere+=("$pid (${namespace:-no namespace}/$host)")
+    fi
+  done
 fi
 if [ ${#in_pod[@]} -eq 0 ]; then
   die "no $PROCESS_NAME process of pod $POD_NAMESPACE/$POD_NAME on this node (hostname $POD_NAME, POD_NAMESPACE" \
