@@ -1,4 +1,5 @@
-"""The project's own files agree with each other: Pulumi.yaml, the config parser, the documentation, CI."""
+"""The project's own files agree with each other: Pulumi.yaml, the config parser, the settings' documentation.
+(The README and docs/ against the Makefile and CI: tests/test_docs.py.)"""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ from components.settings import KEYS, SECRET_KEYS
 from tests.conftest import ROOT
 from tests.mock_stack import project_file
 
-README = (ROOT / "README.md").read_text()
 CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
-MAKEFILE = (ROOT / "Makefile").read_text()
 
 
 def test_pulumi_yaml_declares_every_key_the_program_reads_except_the_optional_secret():
@@ -40,17 +39,6 @@ def test_the_configuration_page_documents_every_key_with_its_type():
     for key, declaration in project_file()["config"].items():
         expected = {"array": "array of string"}.get(declaration["type"], declaration["type"])
         assert rows[key] == expected, key
-
-
-def test_readme_starts_with_the_lab_and_ci_runs_its_test_command():
-    sections = re.findall(r"^## (.*)$", README, flags=re.MULTILINE)
-    assert sections[0] == "Try it on your laptop: the lab", "the lab comes first"
-    lab = re.search(r"## Try it on your laptop: the lab\s+```\n(.*?)```", README, flags=re.DOTALL)
-    assert lab is not None and lab.group(1) == "make up\n"
-    tests = re.search(r"## Tests\s+```\n(.*?)```", README, flags=re.DOTALL)
-    assert tests is not None and tests.group(1) == "make test\n"
-    assert "make test" in (ROOT / ".ci" / "run").read_text().splitlines()
-    assert f"kind {re.search(r'^KIND_VERSION [?]= (v[0-9.]+)$', MAKEFILE, flags=re.MULTILINE).group(1)}" in README
 
 
 def test_requirements_are_pinned():

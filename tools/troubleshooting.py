@@ -375,8 +375,12 @@ MESSAGES: tuple[tuple[str, tuple[Message, ...]], ...] = (
         Message(S + "attached-pod.sh", ATTACH_TO, "cannot read the pod:",
                 "kubectl could not read it (no access, no cluster)", "check your kubeconfig's context and RBAC"),
         Message(S + "lldb-server-start.sh", "lldb-server: ", "attachTo $POD_NAMESPACE/$POD_NAME: its container "
-                "(${CONTAINER_ID:0:12}) runs no $PROCESS_NAME on this node", "the named container runs no `envoy` "
+                "(${CONTAINER_ID:0:12}) runs no $PROCESS_NAME on this", "the named container runs no `envoy` "
                 "(what it runs is listed)", "name the container that runs Envoy: `<namespace>/<pod>/<container>`"),
+        Message(S + "lldb-server-modules.sh", "lldb-server modules: ", "no $PROCESS_NAME in container "
+                "${CONTAINER_ID:0:12} on this node", "the Envoy lldb-server was started for is gone (the container "
+                "restarted meanwhile)", "read the pod again: [a pod restarted later](attach-in-place.md#a-pod-"
+                "restarted-later)"),
         Message(S + "lldb-server-start.sh", "lldb-server: ", "no lldb-server bundle at",
                 "the bundle is not on the node (removed by hand?)", "`pulumi up --replace` the bundle's install, or "
                 "`pulumi destroy` then `up`"),
