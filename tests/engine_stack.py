@@ -265,7 +265,8 @@ class Stack:
 
 
 def make_stack(project: Pulumi, origins: Origins, name: str, work_dir: Path) -> Stack:
-    """A developer's stack as README "Your own stack" makes one, set up for this machine's node and origins."""
+    """A developer's stack as docs/your-cluster.md ("A stack of your own") makes one, set up for this machine's node
+    and origins."""
     project.make_stack(name, "--work-dir", str(work_dir))
     stack = Stack(name, project, work_dir)
     for key, value in (("nodeAccess", "docker"), ("nodeNetwork", NETWORK), ("nodes[0]", NODE),

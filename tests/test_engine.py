@@ -1,9 +1,9 @@
 """The user's commands on the real Pulumi engine (the CLI and language host `make toolchain` builds), in a copy
-of the project as a user's clone has it, with stacks made as the README says (`make stack`'s new_stack.py,
+of the project as a user's clone has it, with stacks made as the docs say (`make stack`'s new_stack.py,
 `pulumi stack init`, `pulumi config set`).
 
 What needs the `command` and `docker` provider plugins (a whole preview or up of the stack) cannot run here:
-the Go module proxy serves neither (README, "The toolchain the tests run on"). The configuration is checked
+the Go module proxy serves neither (docs/testing.md, "The toolchain the tests run on"). The configuration is checked
 before any resource is registered, so a bad one meets the real engine without them; and the policy pack
 (`pulumi preview --policy-pack`) judges the stack's own target StatefulSet, and a waypoint stack's overlay
 ConfigMap (the debug image of the Envoy istiod deploys), each run in a program of its own with the kubernetes

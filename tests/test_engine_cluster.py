@@ -1,4 +1,4 @@
-"""`placement: cluster` on the real engine (README "Host or cluster"), and the stack's two secrets.
+"""`placement: cluster` on the real engine (docs/placement.md, "Host or cluster"), and the stack's two secrets.
 
 A stack made as a user makes it (`make stack NAME=… PLACEMENT=cluster`'s tools/new_stack.py, `pulumi stack init`,
 `pulumi config set`, `sshPrivateKey` and `codeServerPassword` with `--secret`), with `envoySource: build` so that
@@ -100,7 +100,7 @@ class RecordingPulumi:
 
 def make_stack(pulumi: RecordingPulumi, name: str, *sets: str, secret_sets: dict[str, str]) -> dict:
     """`make stack NAME=name PLACEMENT=cluster`, `pulumi stack init`, then the user's `pulumi config set`s (the
-    secret ones on stdin, as the README's `< ~/.ssh/id_ed25519`); the stack file's config as written."""
+    secret ones on stdin, as the docs' `< ~/.ssh/id_ed25519`); the stack file's config as written."""
     pulumi.pulumi.make_stack(name, "--placement", "cluster")
     for assignment in sets:
         key, value = assignment.split("=", 1)
@@ -277,7 +277,7 @@ def lifecycle(api_server, tmp_path_factory) -> Lifecycle:
     print(f"\n{'seconds':>8}  pulumi command ({STACK}, placement cluster)")
     for run in pulumi.runs:
         print(f"{run.seconds:8.2f}  {run.command}")
-    # As README "Host or cluster" says to reclaim the volume on purpose; then the stand-ins go.
+    # As docs/placement.md says to reclaim the volume on purpose; then the stand-ins go.
     api_server.kubectl("delete", "namespace", namespace, "--wait=false")
     api_server.kubectl("delete", "persistentvolume", volume_name, "--wait=false")
     api_server.kubectl("delete", "storageclass", STORAGE_CLASS)

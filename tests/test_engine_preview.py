@@ -2,7 +2,7 @@
 
 In a copy of the project as a user's clone has it (tests/toolchain.py), with the toolchain's CLI and the command,
 docker and kubernetes plugins: every committed stack (the lab with the workDir `make up` gives it) and stacks made
-as the README's "Your own stack" says (tools/new_stack.py, `pulumi stack init`, `pulumi config set`), one of each
+as docs/your-cluster.md says (tools/new_stack.py, `pulumi stack init`, `pulumi config set`), one of each
 placement. Each previews with `--diff` and with `--json`, with no Python traceback anywhere; the engine plans
 exactly the resources the mock evaluation records (tests/mock_stack.py, `evaluate(stack, preview=True)`): the
 same URNs (each parent's type chain in them), types, parents and providers. So the fast mock suites describe
@@ -42,11 +42,11 @@ from tests.toolchain import Pulumi, program_project, pulumi_env, toolchain_bin, 
 
 PROJECT = "istio-proxy-debug"
 COMMITTED = ("ci", "dev", "lab")
-# Stacks made as the README says: a host one (make stack NAME=alice WORK_DIR=…) and a cluster one
+# Stacks made as the docs say: a host one (make stack NAME=alice WORK_DIR=…) and a cluster one
 # (make stack NAME=carol PLACEMENT=cluster).
-# And a host one whose nodes are reached through the Kubernetes API ("No SSH to the nodes").
+# And a host one whose nodes are reached through the Kubernetes API (docs/your-cluster.md, "No SSH to the nodes").
 MADE_HOST, MADE_CLUSTER, MADE_KUBERNETES = "alice", "carol", "dave"
-# What the README has a developer set on a made stack (its example's addresses; a preview contacts none).
+# What the docs have a developer set on a made stack (its example's addresses; a preview contacts none).
 MADE_SETTINGS = {
     MADE_HOST: (("config", "set", "registryHost", "192.168.122.1"),
                 ("config", "set", "--path", "nodes[0]", "192.168.122.55")),
@@ -66,7 +66,7 @@ ROOT_TYPE = "pulumi:pulumi:Stack"
 
 def make_stack(pulumi: Pulumi, name: str, *new_stack_args: str) -> None:
     """`make stack NAME=name …`: tools/new_stack.py writes the stack file, `pulumi stack init` makes the stack; then
-    the settings the README has the developer add."""
+    the settings the docs have the developer add."""
     pulumi.make_stack(name, *new_stack_args)
     for command, verb, *setting in MADE_SETTINGS[name]:
         pulumi(command, verb, "--stack", name, *setting)

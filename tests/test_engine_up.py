@@ -1,5 +1,5 @@
 """The whole stack on the real engine: `pulumi up`, `preview`, `refresh` and `destroy` of a developer's host stack,
-from nothing to a stopped Envoy, as the README tells a user to run them.
+from nothing to a stopped Envoy, as the docs tell a user to run them (docs/commands.md).
 
 Two stacks are made as `make stack` makes them and set up with `pulumi config set` for what this machine has
 (tests/engine_stack.py): `envoySource: prebuilt` from a local bucket, `nodeAccess: docker` with a node container,
@@ -149,7 +149,7 @@ def interrupted(ada, origins) -> Run:
 
 @pytest.fixture(scope="module")
 def first_up(ada, interrupted) -> Run:
-    """The plain `up` after the interrupted one: a single Ctrl-C leaves nothing pending (README, "Preview, up,
+    """The plain `up` after the interrupted one: a single Ctrl-C leaves nothing pending (docs/commands.md, "Preview, up,
     destroy")."""
     return ada.streaming("up", "--yes", "--skip-preview")
 
