@@ -98,6 +98,29 @@ def test_each_listed_message_is_still_what_its_file_prints(message):
     assert message.prefix.rstrip(": ") in source, f"{message.source} no longer tags its messages {message.prefix!r}"
 
 
+@pytest.mark.parametrize("path", troubleshooting.SCRIPTS)
+def test_every_stop_of_every_script_is_in_the_troubleshooting_page(path):
+    """Each die/fail/… line that starts with words is read (its continuation lines too), and is either explained in
+    tools/troubleshooting.py's table or listed among the other stops."""
+    stops = troubleshooting.script_stops(path)
+    text = (ROOT / path).read_text()
+    for first in re.findall(r'\b(?:die|fail|refuse|discard|roll_back|not_published) "([^"$\\]{12,})', text):
+        assert any(first in stop for stop in stops), f"{path}: the stop beginning {first!r} was not read"
+    _, others = generated("other stops")
+    for stop in stops:
+        assert troubleshooting.explained(path, stop) or troubleshooting._cell(
+            troubleshooting.shown(troubleshooting.script_tag(path) + stop)) in others, stop
+
+
+def test_a_stop_split_over_lines_is_read_whole(tmp_path, monkeypatch):
+    script = tmp_path / "x.sh"
+    script.write_text('die() {\n  echo "x: $*" >&2\n}\n[ -f a ] || die "no a in $DIR:" \\\n  "make it first"\n'
+                      'die "$why"\n')
+    monkeypatch.setattr(troubleshooting, "ROOT", tmp_path)
+    assert troubleshooting.script_stops("x.sh") == ["no a in $DIR: make it first"]
+    assert troubleshooting.shown(troubleshooting.script_tag("x.sh") + "no a in $DIR:") == "x: no a in <dir>:"
+
+
 def test_every_rule_has_its_messages_in_the_troubleshooting_page():
     messages = troubleshooting.rule_messages()
     assert [rule.__name__ for rule in RULES] == list(dict.fromkeys(m.rule for m in messages))

@@ -1,7 +1,8 @@
 """Writes what the documentation says that the code already knows: Pulumi.yaml's `config:` block from
 components/settings.py, and the generated blocks of docs/ between their markers: the settings table and the outputs
 table (components/outputs.py) of docs/configuration.md, and the messages of docs/troubleshooting.md
-(tools/troubleshooting.py: the settings' refusals, the rules' messages, what the scripts stop with).
+(tools/troubleshooting.py: the settings' refusals, the rules' messages, what the scripts stop with, explained, and
+every other stop read from the scripts).
 
     python -m tools.config_docs           # `make config-docs`: rewrite them
     python -m tools.config_docs --check   # `make lint`: exit 1, naming the files, when any differs
@@ -113,6 +114,7 @@ BLOCKS = (
     Block(TROUBLESHOOTING, "refusals", "components/settings.py", troubleshooting.refusals_table),
     Block(TROUBLESHOOTING, "rules", "components/config_rules.py", troubleshooting.rules_table),
     Block(TROUBLESHOOTING, "messages", "tools/troubleshooting.py", troubleshooting.messages_tables),
+    Block(TROUBLESHOOTING, "other stops", "the scripts' die lines", troubleshooting.other_stops_table),
 )
 
 

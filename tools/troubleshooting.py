@@ -176,17 +176,19 @@ class Message:
 
 
 _VARIABLE = re.compile(r"\$\(([A-Z_]+)\)|\$\{(\w+)[^}]*\}|\$(\w+)|\{([^{}]+)\}")
+# A command's output in a message: `$(id -u)`, or one the quoting cut off (`$(cat "$errors")` read as `$(cat `).
+_COMMAND = re.compile(r"\$\((?![A-Z_]+\))(?:[^()]|\([^()]*\))*(?:\)|$)")
 
 
 def _name(match: re.Match) -> str:
     inner = next(group for group in match.groups() if group)
-    last = re.findall(r"\w+", inner)[-1]
-    return f"<{last.lower()}>"
+    names = re.findall(r"\w+", inner)
+    return f"<{names[-1].lower()}>" if names else match.group(0)
 
 
 def shown(text: str) -> str:
     """The words with every variable a <name>: `$NAME`, `${NAME…}`, `$(NAME)`, `{expression}` (its last name)."""
-    return _VARIABLE.sub(_name, text)
+    return _VARIABLE.sub(_name, _COMMAND.sub("<…>", text))
 
 
 S = "components/scripts/"
@@ -406,3 +408,46 @@ def messages_tables() -> str:
         rows += [f"| {_cell(message.line)} | {message.means} | {message.fix} |" for message in messages]
         parts.append("\n".join(rows) + "\n")
     return "\n".join(parts)
+
+
+# --- every other stop, read from the scripts -----------------------------------------------------------------------
+
+# The scripts whose stops are listed, and the functions that print a message and stop.
+SCRIPTS = (*sorted(f"{S}{p.name}" for p in (ROOT / S).glob("*.sh")), "tools/install-kind.sh", "tools/toolchain.sh")
+_STOP = re.compile(r'\b(?:die|fail|refuse|discard|roll_back|not_published)\s+'
+                   r'((?:"(?:[^"\\]|\\.)*"[ \t]*(?:\\\n\s*)?)+)')
+_PART = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_TAG = re.compile(r'^(?:die|fail)\(\) \{\n\s+echo "([^"$]*|\$what): \$\*"', flags=re.MULTILINE)
+
+
+def script_stops(path: str) -> list[str]:
+    """What `path` stops with, as its die/fail/… lines write it (a message that is only a variable is none)."""
+    text = (ROOT / path).read_text()
+    found = []
+    for match in _STOP.finditer(text):
+        words = " ".join(part for part in _PART.findall(match.group(1)))
+        words = words.replace('\\"', '"').replace("\\`", "`")
+        if not re.sub(r"\$\{[^}]*\}|\$\w+|\$[@*]", "", words).strip():
+            continue  # "$why", "$1", "${resume[@]}": another line's words, said where they are made
+        found.append(words)
+    return list(dict.fromkeys(found))
+
+
+def script_tag(path: str) -> str:
+    """What the script's die() puts before its words (a -create.sh or -delete.sh script: its -common.sh's)."""
+    common = ROOT / re.sub(r"-(create|delete)\.sh$", "-common.sh", path)
+    match = _TAG.search((ROOT / path).read_text()) or (_TAG.search(common.read_text()) if common.exists() else None)
+    return "" if match is None else ("attachTo <pod_namespace>/<pod_name>" if match[1] == "$what" else match[1]) + ": "
+
+
+def explained(path: str, words: str) -> bool:
+    return any(m.source == path and (m.says in words or words in m.says) for _, ms in MESSAGES for m in ms)
+
+
+def other_stops_table() -> str:
+    rows = ["| script | stops with |", "|---|---|"]
+    for path in SCRIPTS:
+        for words in script_stops(path):
+            if not explained(path, words):
+                rows.append(f"| `{Path(path).name}` | {_cell(shown(script_tag(path) + words))} |")
+    return "\n".join(rows) + "\n"
