@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rounds import one_round, print_medians  # noqa: E402
+from bench.rounds import medians_of_rounds  # noqa: E402
 from components.prebuilt_envoy import parse_fetch_result  # noqa: E402
 from tests.conftest import evaluate, resource, run_rendered  # noqa: E402
 from tests.http_origin import Origin, publish  # noqa: E402
@@ -96,11 +95,7 @@ def main() -> int:
     for figure, value in symbols(args.size_mb << 20, args.repeat).items():
         print(f"{figure}: median {value:.2f} over {args.repeat}")
     if not args.skip_node:
-        rounds = []
-        for number in range(args.rounds):
-            rounds.append(one_round(MODULES))
-            print(f"round {number + 1}: {json.dumps(rounds[-1])}", flush=True)
-        print_medians(rounds)
+        medians_of_rounds(MODULES, args.rounds)
     return 0
 
 

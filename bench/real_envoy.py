@@ -11,14 +11,13 @@ Docker's layer cache are built in the first round, when missing).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.rounds import one_round, print_medians  # noqa: E402
+from bench.rounds import medians_of_rounds  # noqa: E402
 
 MODULES = ("tests/test_real_envoy_on_a_kubelet.py",)
 
@@ -27,11 +26,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    rounds = []
-    for number in range(args.rounds):
-        rounds.append(one_round(MODULES))
-        print(f"round {number + 1}: {json.dumps(rounds[-1])}", flush=True)
-    print_medians(rounds)
+    medians_of_rounds(MODULES, args.rounds)
     return 0
 
 

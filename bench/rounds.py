@@ -30,3 +30,13 @@ def print_medians(rounds: list[dict[str, float]], unit: str = "s") -> None:
         values = [r[figure] for r in rounds if figure in r]
         shown = "" if "(MiB)" in figure else f" {unit}"
         print(f"{figure}: median {statistics.median(values):.2f}{shown} over {len(values)} ({values})")
+
+
+def medians_of_rounds(modules: tuple[str, ...], count: int) -> list[dict[str, float]]:
+    """`count` rounds of the modules, each printed as it ends, then the medians; the rounds."""
+    rounds = []
+    for number in range(count):
+        rounds.append(one_round(modules))
+        print(f"round {number + 1}: {json.dumps(rounds[-1])}", flush=True)
+    print_medians(rounds)
+    return rounds

@@ -2,7 +2,8 @@
 in its namespace: no image, no restart, no ephemeral container. The stack reads the pod once (its node, the
 container's image and id; components/scripts/attached-pod.sh), puts lldb-server on that node beside the pod, in the
 container's namespaces (components/lldb_server.py, with a bundle that needs nothing from the pod), and loads Istio's
-own symbols for the running Envoy when they are its code (components/release_symbols.py).
+own symbols for the running Envoy when they are its code (components/prebuilt_envoy.py with SYMBOL_ARTIFACT,
+components/launch.py's symbols_verdict).
 """
 
 from __future__ import annotations

