@@ -41,7 +41,8 @@ TEST_TOOLS := lldb:lldb lldb-server:lldb iptables:iptables containerd:containerd
 	cc:gcc g++:g++ patchelf:patchelf setpriv:util-linux ss:iproute2 pgrep:procps faketime:faketime \
 	ctr:containerd docker-registry:docker-registry skopeo:skopeo flock:util-linux \
 	clang++:clang ld.lld:lld llvm-dwp:llvm curl:curl pigz:pigz sudo:sudo \
-	dockerd:docker.io debootstrap:debootstrap openssl:openssl strace:strace ssh-keygen:openssh-client
+	dockerd:docker.io debootstrap:debootstrap openssl:openssl strace:strace ssh-keygen:openssh-client \
+	tini-static:tini
 
 .PHONY: help up preview preview-policy destroy test lint bench deps system-deps lldb-clients pulumi-cli kind-cli \
 	docker-check stack-select stack toolchain config-docs

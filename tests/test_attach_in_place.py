@@ -360,10 +360,23 @@ def start_lldb_server(in_place: dict, netns: str, container_id: str, node_dir: P
                           timeout=120)
 
 
-def stop_lldb_server(state: Path) -> None:
-    for pidfile in state.glob("lldb-server-*.pid"):
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.killpg(int(pidfile.read_text()), 9)
+def stop_lldb_server(in_place: dict, state: Path) -> subprocess.CompletedProcess:
+    """The stack's own stop (its delete's script), on the node."""
+    delete = resource(in_place, "lldb-server-platform")["inputs"]["delete"]
+    body = delete.split("<<'STOP'\n", 1)[1].rsplit("STOP\n", 1)[0]
+    return subprocess.run(["bash", "-s"], input=with_parameters(body, STATE_DIR=str(state)), capture_output=True,
+                          text=True, timeout=120)
+
+
+def lldb_servers_in(pid: int) -> list[str]:
+    """lldb-server processes in the PID namespace of `pid` (a pod's), zombies too: `pid state`."""
+    pod_ns = os.readlink(f"/proc/{pid}/ns/pid")
+    found = []
+    for process in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if (process / "comm").read_text().strip() == "lldb-server" and os.readlink(process / "ns/pid") == pod_ns:
+                found.append(f"{process.name} {(process / 'stat').read_text().rsplit(')', 1)[1].split()[0]}")
+    return found
 
 
 def report(started: subprocess.CompletedProcess) -> dict[str, str]:
@@ -473,8 +486,14 @@ def test_lldb_server_from_the_node_attaches_to_a_distroless_pods_real_envoy(in_p
             finally:
                 debugger.close()
             assert get(node, "http://127.0.0.1:19080/after") == "served\n"
+            # The session's gdbserver was reaped in the pod's namespace, not left to its init (envoy here).
+            assert not any(line.endswith(" Z") and Path(f"/proc/{line.split()[0]}/stat").read_text().rsplit(
+                ")", 1)[1].split()[1] == str(pid) for line in lldb_servers_in(pid)), lldb_servers_in(pid)
+            stopped = stop_lldb_server(in_place, state)
+            assert stopped.returncode == 0, stopped.stderr
+            assert lldb_servers_in(pid) == [], "nothing of lldb-server is left in the pod, not even a zombie"
         finally:
-            stop_lldb_server(state)
+            stop_lldb_server(in_place, state)
 
 
 @pytest.fixture(scope="module")
@@ -551,4 +570,4 @@ def test_istios_symbol_file_is_matched_by_its_code_and_stops_the_stripped_releas
             finally:
                 debugger.close()
         finally:
-            stop_lldb_server(state)
+            stop_lldb_server(in_place, state)

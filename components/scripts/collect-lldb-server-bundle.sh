@@ -4,8 +4,10 @@
 # loads, the C library and its loader too, so it runs in any container's mount namespace whatever that container
 # has (a distroless one too): the node opens the bundle as file descriptor 9 before it enters the pod's
 # namespaces, and the server's program interpreter is read through it (/proc/self/fd/9/lib/…), its libraries
-# from LD_LIBRARY_PATH=/proc/self/fd/9/lib. Made again only when the debugger's lldb-server changes. Prints
-# bundle= (the folder) and digest= (of its files) on stdout.
+# from LD_LIBRARY_PATH=/proc/self/fd/9/lib. Beside it tini (static): lldb-server runs under it in the pod's PID
+# namespace, so the processes it leaves behind (a session's gdbserver, its finished connection handlers) are reaped
+# there, never left as zombies of the pod's own init. Made again only when the debugger's lldb-server changes.
+# Prints bundle= (the folder) and digest= (of its files) on stdout.
 set -euo pipefail
 
 : "${BUNDLE_DIR:?}"
@@ -14,8 +16,8 @@ die() {
   echo "lldb-server bundle: $*" >&2
   exit 1
 }
-for tool in lldb-server ldd patchelf sha256sum; do
-  command -v "$tool" >/dev/null || die "$tool is missing in the debugger: its image installs lldb and patchelf"
+for tool in lldb-server ldd patchelf sha256sum tini-static; do
+  command -v "$tool" >/dev/null || die "$tool is missing in the debugger: its image installs lldb, patchelf and tini"
 done
 server=$(readlink -f "$(command -v lldb-server)")
 source_digest=$(sha256sum "$server" | cut -d' ' -f1)
@@ -25,6 +27,7 @@ if [ "$(cat "$BUNDLE_DIR/.source" 2>/dev/null)" != "$source_digest" ]; then
   rm -rf "$work"
   mkdir -p "$work/bin" "$work/lib"
   cp "$server" "$work/bin/lldb-server"
+  cp "$(command -v tini-static)" "$work/bin/tini"
   # Every library, the loader among them (ldd prints it without "=>").
   ldd "$server" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | while read -r lib; do
     cp -L "$lib" "$work/lib/$(basename "$lib")"

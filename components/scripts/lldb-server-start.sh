@@ -65,12 +65,15 @@ if [ ${#in_pod[@]} -eq 0 ]; then
     "$POD_NAMESPACE); $PROCESS_NAME processes found: ${elsewhere[*]:-none}"
 fi
 targets=()
+reaper=()
 if [ -n "$LLDB_SERVER_BUNDLE" ]; then
   [ -x "$LLDB_SERVER_BUNDLE/bin/lldb-server" ] || die "no lldb-server bundle at $LLDB_SERVER_BUNDLE on this node"
   # Opened here, read inside the pod's mount namespace: the loader, the libraries and the server itself.
   exec 9<"$LLDB_SERVER_BUNDLE"
   LLDB_SERVER=/proc/self/fd/9/bin/lldb-server
   export LD_LIBRARY_PATH=/proc/self/fd/9/lib LLDB_DEBUGSERVER_PATH=$LLDB_SERVER
+  # Under tini as the subreaper of what it starts in the pod's PID namespace: nothing is left to the pod's init.
+  reaper=(/proc/self/fd/9/bin/tini -s --)
   targets=("${in_pod[@]}")
 else
   for pid in "${in_pod[@]}"; do
@@ -99,7 +102,7 @@ mkdir -p "$STATE_DIR"
 # setsid: its own session and process group, which the pidfile names, so a stop reaches nsenter, the
 # server and every gdbserver it forked. No stream stays open to the SSH session.
 # shellcheck disable=SC2086 # gdbserver_args is a list of words
-setsid nsenter -t "$target" -u -p -m -- "$LLDB_SERVER" platform --server \
+setsid nsenter -t "$target" -u -p -m -- "${reaper[@]}" "$LLDB_SERVER" platform --server \
   --listen "$LISTEN_ADDRESS:$PLATFORM_PORT" $gdbserver_args </dev/null >"$logfile" 2>&1 &
 echo $! >"$pidfile"
 
