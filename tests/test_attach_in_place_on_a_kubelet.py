@@ -344,7 +344,7 @@ def test_lldb_stops_the_stripped_release_by_name_and_by_line_with_sources_and_va
             debugger.close()
 
 
-def test_the_launch_jsons_lldb_dap_configuration_stops_the_release_by_line(matched, erin):
+def test_the_launch_jsons_lldb_dap_configuration_stops_the_release_by_name_and_by_line(matched, erin):
     outputs = matched["outputs"]
     written = json.loads(Path(outputs["launchJsonFile"]).read_text())
     (configuration,) = [c for c in written["configurations"] if c["type"] == "lldb-dap"]
@@ -358,10 +358,18 @@ def test_the_launch_jsons_lldb_dap_configuration_stops_the_release_by_line(match
             dap.event("initialized", timeout=300)
             dap.request("configurationDone")
             dap.response(attach, timeout=300)
-            # Set once the symbols are in (postRunCommands), as a developer clicks in the gutter.
+            # Set once the symbols are in (postRunCommands): by name, as in the Breakpoints view, then by line, as a
+            # developer clicks in the gutter.
+            by_name = dap.request("setFunctionBreakpoints", {"breakpoints": [{"name": "Envoy::handle"}]})
+            assert by_name["body"]["breakpoints"][0]["verified"], (by_name, dap.said())
+            stopped = dap.event("stopped", timeout=120)
+            frames = dap.request("stackTrace", {"threadId": stopped["body"]["threadId"], "levels": 1})
+            assert frames["body"]["stackFrames"][0]["name"].startswith("Envoy::handle"), frames
+            dap.request("setFunctionBreakpoints", {"breakpoints": []})
             set_ = dap.request("setBreakpoints", {"source": {"name": "worker.cc", "path": source},
                                                   "breakpoints": [{"line": line}]})
             assert set_["body"]["breakpoints"][0]["verified"], (set_, dap.said())
+            dap.request("continue", {"threadId": stopped["body"]["threadId"]})
             stopped = dap.event("stopped", timeout=120)
             frames = dap.request("stackTrace", {"threadId": stopped["body"]["threadId"], "levels": 2})
             top = frames["body"]["stackFrames"][0]

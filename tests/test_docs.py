@@ -328,3 +328,11 @@ def test_figures_still_to_come_are_placeholders_of_one_form():
     for path in DOCUMENTS:
         for found in re.findall(r"TBD(?:\([^)\n]*\))?", path.read_text()):
             assert re.fullmatch(r"TBD\((real-envoy|attach-in-place): [^()]+\)", found), (path.name, found)
+
+
+def test_every_debian_package_the_tests_install_is_named_where_make_test_is_explained():
+    tools = re.search(r"^TEST_TOOLS := (.*?)\n\n", MAKEFILE, flags=re.MULTILINE | re.DOTALL).group(1)
+    packages = {pair.split(":", 1)[1] for pair in tools.replace("\\\n", " ").split()}
+    explained = (DOCS / "testing.md").read_text().split("## The tests (`make test`)", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"[\w.+-]+", explained))
+    assert packages <= named, sorted(packages - named)

@@ -387,7 +387,8 @@ MESSAGES: tuple[tuple[str, tuple[Message, ...]], ...] = (
                 "the bundle is not on the node (removed by hand?)", "`pulumi up --replace` the bundle's install, or "
                 "`pulumi destroy` then `up`"),
         Message(S + "collect-lldb-server-bundle.sh", "lldb-server bundle: ", "$tool is missing in the debugger: its "
-                "image installs lldb and patchelf", "the debugger container lacks lldb-server, ldd or patchelf",
+                "image installs lldb, patchelf and tini",
+                "the debugger container lacks lldb-server, ldd, patchelf or tini-static",
                 "`pulumi up` again makes the debugger image anew"),
         Message("components/launch.py", "", "no symbols: no {artifact} for the running Envoy ({missing})",
                 "not an error: Istio publishes no symbols for this Envoy (HTTP 404: not a release's build, or no "
