@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.disk_use import DiskUse
+
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI") == "true"
 # The dev stack in the cluster placement: what it needs beyond dev's settings (a NodePort, a password).
@@ -20,6 +22,10 @@ CLUSTER_PASSWORD = "correct-horse-battery"
 KUBERNETES_ACCESS = ("nodeAccess=kubernetes", 'nodes=["worker-1","worker-2"]', "targetNodeAddress=")
 CLUSTER_PLACEMENT = ("placement=cluster", "registryPort=30500", f"codeServerPassword={CLUSTER_PASSWORD}",
                      "lldbServerListenAll=true")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(DiskUse(), "disk-use")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -147,6 +147,9 @@ build kubernetes "$KUBERNETES_VERSION" "${CONTROL_PLANE[@]}" -- build_kubernetes
 # The kubelet of the same release, for the tests' real node (beside KWOK's).
 build kubelet "$KUBERNETES_VERSION" kubelet -- build_kubernetes kubelet
 build kwok "$KWOK_VERSION" kwok -- build_kwok
+# The binaries above are what is kept; Go's build cache (about 10 GB after these builds) would only speed up a
+# rebuild, which a version change makes mostly anew. Emptied, so the machine's disk keeps room for the tests.
+go clean -cache
 
 # The language host stays beside the CLI (through the link the CLI resolves its own folder, where it looks for
 # the runtimes it bundles). Plugins stay off PATH: the engine would take one from there over the installed one.

@@ -1,0 +1,46 @@
+"""How much of the disk the test session takes: its file system's use is read after every test, and the summary
+gives the peak over the session's start, what is left at its end, and the modules that added most while they ran.
+The tests build images, unpack them on real nodes and make lldb-server bundles: a run that fills the disk fails in
+hundreds of places at once, so the figure is in every run's log. The file system may be shared with other work,
+whose writes count too."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GIB = 2**30
+
+
+class DiskUse:
+    """The plugin: registered by conftest's pytest_configure."""
+
+    def __init__(self) -> None:
+        usage = shutil.disk_usage(ROOT)
+        self.start = self.last = self.peak = usage.total - usage.free
+        self.free_at_start = usage.free
+        self.peak_after = "the start"
+        # module → [use before its first test, use after its last test so far]
+        self.modules: dict[str, list[int]] = {}
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        usage = shutil.disk_usage(ROOT)
+        now = usage.total - usage.free
+        self.modules.setdefault(nodeid.split("::", 1)[0], [self.last, now])[1] = now
+        if now > self.peak:
+            self.peak, self.peak_after = now, nodeid
+        self.last = now
+
+    def summary(self) -> list[str]:
+        growth = sorted(((after - before, module) for module, (before, after) in self.modules.items()), reverse=True)
+        lines = [f"disk: {self.free_at_start / GIB:.1f} GiB free at the start; peak "
+                 f"+{(self.peak - self.start) / GIB:.1f} GiB (after {self.peak_after}), "
+                 f"{(self.last - self.start) / GIB:+.1f} GiB at the end"]
+        lines += [f"  {module}: {delta / GIB:+.1f} GiB while it ran" for delta, module in growth[:5] if delta > 0]
+        return lines
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.modules:
+            for line in self.summary():
+                terminalreporter.write_line(line)
