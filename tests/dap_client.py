@@ -43,6 +43,10 @@ class DapClient:
         while True:
             length = None
             while (line := stream.readline()) not in (b"\r\n", b""):
+                if not line.endswith(b"\n"):
+                    # Cut off: the adapter ended (or was ended) in the middle of a header.
+                    line = b""
+                    break
                 name, _, value = line.decode().partition(":")
                 if name.strip().lower() == "content-length":
                     length = int(value)
