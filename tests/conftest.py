@@ -7,12 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from functools import cache
 from pathlib import Path
 
 import pytest
 
-from tests.disk_use import DiskUse
+from tests.disk_use import DiskUse, remove_folders
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI") == "true"
@@ -123,6 +124,24 @@ def resource(evaluation: dict, name: str) -> dict:
     matches = [r for r in evaluation["resources"] if r["name"] == name]
     assert len(matches) == 1, f"expected one resource named {name}, found {len(matches)}"
     return matches[0]
+
+
+@pytest.fixture(scope="module")
+def module_tmp(request, tmp_path_factory):
+    """mktemp for a test module's fixtures: their folders (stack work folders, bundles, builds: hundreds of MB each)
+    are removed once the module's fixtures have stopped, unless one of its tests failed, so a run's disk use stays
+    that of one module rather than the sum of all."""
+    made: list[Path] = []
+    failed_before = request.session.testsfailed
+
+    def mktemp(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    if request.session.testsfailed == failed_before:
+        for kept in remove_folders(made):
+            warnings.warn(f"not removed: {kept}", stacklevel=1)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,9 @@ class DiskUse:
 
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
         usage = shutil.disk_usage(ROOT)
-        now = usage.total - usage.free
+        self.record(nodeid, usage.total - usage.free)
+
+    def record(self, nodeid: str, now: int) -> None:
         self.modules.setdefault(nodeid.split("::", 1)[0], [self.last, now])[1] = now
         if now > self.peak:
             self.peak, self.peak_after = now, nodeid
@@ -37,10 +39,35 @@ class DiskUse:
         lines = [f"disk: {self.free_at_start / GIB:.1f} GiB free at the start; peak "
                  f"+{(self.peak - self.start) / GIB:.1f} GiB (after {self.peak_after}), "
                  f"{(self.last - self.start) / GIB:+.1f} GiB at the end"]
-        lines += [f"  {module}: {delta / GIB:+.1f} GiB while it ran" for delta, module in growth[:5] if delta > 0]
+        lines += [f"  {module}: {delta / GIB:+.1f} GiB while it ran"
+                  for delta, module in growth[:5] if delta >= GIB // 20]
         return lines
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.modules:
             for line in self.summary():
                 terminalreporter.write_line(line)
+
+
+def mount_points_under(path: Path) -> list[str]:
+    """Mount points at or below `path` in this mount namespace: a folder with one is not removed, since removing
+    it would reach into what is mounted there."""
+    prefix = str(path.resolve())
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        # The mount point is the 5th field, with space, tab, newline and backslash octal-escaped.
+        point = line.split()[4].encode().decode("unicode_escape")
+        if point == prefix or point.startswith(prefix + "/"):
+            points.append(point)
+    return points
+
+
+def remove_folders(folders: list[Path]) -> list[str]:
+    """Each folder removed, but one with something mounted in it; what was kept, and why."""
+    kept = []
+    for folder in folders:
+        if mounted := mount_points_under(folder):
+            kept.append(f"{folder}: still mounted at {', '.join(mounted)}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    return kept

@@ -206,11 +206,11 @@ def upstream_envoy() -> Path:
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory):
+def release(module_tmp):
     """A release as istio/proxy publishes it: envoy-alpha (running) and envoy-symbol with its .dwp; and another
     build's envoy-symbol."""
-    return build(tmp_path_factory.mktemp("release"), release=True), build(
-        tmp_path_factory.mktemp("other-build"), release=True, optimize="-O1")
+    return build(module_tmp("release"), release=True), build(
+        module_tmp("other-build"), release=True, optimize="-O1")
 
 
 def test_elf_facts_read_the_text_and_the_load_address_as_binutils_do(upstream_envoy, release, tmp_path):
@@ -315,13 +315,13 @@ def node(tmp_path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def bundle(in_place, tmp_path_factory) -> Path:
+def bundle(in_place, module_tmp) -> Path:
     """The stack's bundle of the debugger's lldb-server (here Debian's lldb 14), collected by its own script."""
     if os.geteuid() != 0:
         pytest.skip("pods need root: namespaces, pivot_root, cgroups")
     for tool in ("lldb", "lldb-server", "patchelf", "ldd", "ip", "unshare", "nsenter", "objcopy"):
         require_tool(tool)
-    folder = tmp_path_factory.mktemp("bundle") / "lldb-server"
+    folder = module_tmp("bundle") / "lldb-server"
     inputs = resource(in_place, "lldb-server-bundle-collect")["inputs"]
     done = run_rendered(inputs, BUNDLE_DIR=str(folder))
     assert done.returncode == 0, done.stderr
@@ -497,16 +497,16 @@ def test_lldb_server_from_the_node_attaches_to_a_distroless_pods_real_envoy(in_p
 
 
 @pytest.fixture(scope="module")
-def downloaded(in_place, release, tmp_path_factory) -> dict:
+def downloaded(in_place, release, module_tmp) -> dict:
     """The release's envoy-symbol as the stack downloads it (its own script, from a bucket on loopback), with the
     source map the stack makes of it; and the other build's, under another commit."""
     ours, other = release
-    bucket = tmp_path_factory.mktemp("bucket")
+    bucket = module_tmp("bucket")
     publish(bucket, SHA, ours.elf, ours.dwp, name="envoy-symbol")
     other_sha = "e" * 40
     publish(bucket, other_sha, other.elf, other.dwp, name="envoy-symbol")
     fetch = resource(in_place, "release-envoy-fetch")["inputs"]
-    cache = tmp_path_factory.mktemp("cache")
+    cache = module_tmp("cache")
     results = {}
     with Origin(bucket) as origin:
         for sha in (SHA, other_sha):
@@ -514,7 +514,7 @@ def downloaded(in_place, release, tmp_path_factory) -> dict:
             assert done.returncode == 0, done.stderr
             results[sha] = parse_fetch_result(done.stdout)
     # The two checkouts the stack makes: istio/proxy's at the release, Envoy's at the commit it pins.
-    proxy, envoy = tmp_path_factory.mktemp("proxy-checkout"), tmp_path_factory.mktemp("envoy-checkout")
+    proxy, envoy = module_tmp("proxy-checkout"), module_tmp("envoy-checkout")
     for folder, files in ((proxy, PROXY_FILES), (envoy, ENVOY_FILES)):
         for relative, text in files.items():
             (folder / relative).parent.mkdir(parents=True, exist_ok=True)

@@ -130,10 +130,10 @@ def identity(plane, node: KubeletNode, name: str, namespace: str) -> Identity:
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory):
+def release(module_tmp):
     """A release as istio/proxy publishes it (envoy-alpha running, envoy-symbol and its .dwp), and another build."""
-    return build(tmp_path_factory.mktemp("release"), release=True), build(
-        tmp_path_factory.mktemp("other-build"), release=True, optimize="-O1")
+    return build(module_tmp("release"), release=True), build(
+        module_tmp("other-build"), release=True, optimize="-O1")
 
 
 def apply(plane, manifest: dict) -> None:
@@ -154,9 +154,9 @@ def release_pod(name: str, image: str, command: list[str]) -> dict:
 
 @pytest.fixture(scope="module")
 def pods(kubelet_mesh, kubelet_engine: Engine, kubelet_plane, real_node: KubeletNode, release,
-         tmp_path_factory) -> dict:
+         module_tmp) -> dict:
     """The production pod (injected, upstream's Envoy) and the releases' pods, Ready on the real node."""
-    work = tmp_path_factory.mktemp("pods")
+    work = module_tmp("pods")
     ours, _ = release
     base = proxyv2_image(kubelet_engine, ISTIO_VERSION, work / "proxyv2")
     images = {version: real_node.import_image(release_proxy_image(kubelet_engine, version, ours.stripped, base,
@@ -184,10 +184,10 @@ def pods(kubelet_mesh, kubelet_engine: Engine, kubelet_plane, real_node: Kubelet
 
 
 @pytest.fixture(scope="module")
-def bucket(release, tmp_path_factory):
+def bucket(release, module_tmp):
     """The bucket and repositories: istio/proxy with the releases' tags, and envoy-symbol-<SHA> for the two
     releases (none for ISTIO_VERSION's: upstream's Envoy has no Istio symbols)."""
-    work = tmp_path_factory.mktemp("origins")
+    work = module_tmp("origins")
     ours, other = release
     with origins(work, published=published_envoy(work), padding=0) as running:
         proxy = running.source_repository.removeprefix("file://")
@@ -199,10 +199,10 @@ def bucket(release, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def erin(pods, bucket, kubelet_engine: Engine, kubelet_plane, tmp_path_factory) -> Stack:
+def erin(pods, bucket, kubelet_engine: Engine, kubelet_plane, module_tmp) -> Stack:
     """A developer's in-place stack, as docs/attach-in-place.md makes one."""
     stack = developer_stack(
-        kubelet_engine, kubelet_plane, tmp_path_factory.mktemp("developer"), "erin", tmp_path_factory.mktemp("erin"),
+        kubelet_engine, kubelet_plane, module_tmp("developer"), "erin", module_tmp("erin"),
         [("attachTo", f"{PRODUCTION}/productpage-0"),
          ("lldbServerPort", str(free_port_block(LLDB_PORTS))),
          ("sourceRepository", bucket.source_repository), ("envoyRepository", bucket.envoy_repository),

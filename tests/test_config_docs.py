@@ -144,10 +144,10 @@ except ConfigError as error:
 
 
 @pytest.fixture(scope="module")
-def carol(tmp_path_factory) -> Pulumi:
+def carol(module_tmp) -> Pulumi:
     """A stack made as the docs say (`make stack NAME=carol`), in a user's clone on the toolchain's CLI."""
     bin_dir = toolchain_bin()
-    folder = tmp_path_factory.mktemp("config-docs")
+    folder = module_tmp("config-docs")
     pulumi = Pulumi(bin_dir, user_project(folder / "clone"), pulumi_env(bin_dir, folder / "state"))
     pulumi.make_stack("carol", "--work-dir", str(folder / "work"))
     return pulumi

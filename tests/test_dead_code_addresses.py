@@ -37,12 +37,12 @@ UNITS = {
 
 
 @pytest.fixture(scope="module")
-def linked(tmp_path_factory):
+def linked(module_tmp):
     """The same objects linked as the stack links Envoy, and by lld as it comes (the control)."""
     compiler = require_tool("clang++")
     require_tool("ld.lld")
     require_tool("readelf")
-    work = tmp_path_factory.mktemp("dead-code")
+    work = module_tmp("dead-code")
     (work / "shared.h").write_text(HEADER)
     objects = []
     for name, text in UNITS.items():

@@ -53,28 +53,28 @@ def docker():
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> dict:
+def stack(module_tmp) -> dict:
     """The `ci` stack (its own names, ports and subnet: nothing of a developer's stack on a shared engine),
     building Envoy (so with a builder), with its workDir here."""
-    work = tmp_path_factory.mktemp("work")
+    work = module_tmp("work")
     return {"work": work, "evaluation": evaluate("ci", f"workDir={work}", "envoySource=build")}
 
 
 @pytest.fixture(scope="module")
-def registry(docker: Engine, stack: dict, tmp_path_factory):
+def registry(docker: Engine, stack: dict, module_tmp):
     """The stack's registry container, run from the registry:2 stand-in with the stack's own arguments."""
     assert resource(stack["evaluation"], "registry-image")["inputs"]["name"] == registry_stand_in(
-        docker, tmp_path_factory.mktemp("registry-image"))
+        docker, module_tmp("registry-image"))
     inputs = start_registry(docker, stack["evaluation"])
     yield inputs
     docker.docker("rm", "--force", inputs["name"], check=False)
 
 
 @pytest.fixture(scope="module")
-def debug_image(docker: Engine, stack: dict, registry: dict, tmp_path_factory) -> dict:
+def debug_image(docker: Engine, stack: dict, registry: dict, module_tmp) -> dict:
     inputs = resource(stack["evaluation"], "debug-image-build")["inputs"]
     base_image(docker, inputs["environment"]["BASE_IMAGE"])
-    work = tmp_path_factory.mktemp("envoy")
+    work = module_tmp("envoy")
     elf = compile_debuggee(work)
     _, pushed = stage_and_build(docker, stack["evaluation"], elf, work / "context")
     return {"elf": elf, "pushed": pushed, "image": inputs["environment"]["IMAGE"], "work": work}

@@ -130,11 +130,11 @@ def test_the_policy_pack_passes_a_waypoints_overlay_and_refuses_one_by_tag_on_th
 
 
 @pytest.fixture(scope="module")
-def bare_api_server(tmp_path_factory):
+def bare_api_server(module_tmp):
     """A control plane of its own without the Gateway API CRDs: the lab's cluster before its first `up`."""
     from tests.control_plane import control_plane
 
-    with control_plane(toolchain_bin(), tmp_path_factory.mktemp("bare-plane")) as plane:
+    with control_plane(toolchain_bin(), module_tmp("bare-plane")) as plane:
         yield plane
 
 

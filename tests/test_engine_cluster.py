@@ -219,8 +219,8 @@ def wait_for(what: str, probe, timeout: float = 60):
 
 
 @pytest.fixture(scope="module")
-def lifecycle(api_server, tmp_path_factory) -> Lifecycle:
-    folder = tmp_path_factory.mktemp("cluster-stack")
+def lifecycle(api_server, module_tmp) -> Lifecycle:
+    folder = module_tmp("cluster-stack")
     bin_dir = toolchain_bin()
     project = user_project(folder / "clone")
     state = folder / "state"

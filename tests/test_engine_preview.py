@@ -103,9 +103,9 @@ def docker():
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, docker, api_server) -> Pulumi:
+def project(module_tmp, docker, api_server) -> Pulumi:
     """One clone with every stack of the comparison, its existing cluster the tests' API server."""
-    folder = tmp_path_factory.mktemp("engine-preview")
+    folder = module_tmp("engine-preview")
     pulumi = clone(folder, KUBECONFIG=str(api_server.kubeconfig))
     for stack in (*COMMITTED, MADE_HOST, MADE_CLUSTER, MADE_KUBERNETES):
         init_stack(pulumi, stack, folder / "work")

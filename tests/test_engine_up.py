@@ -74,15 +74,15 @@ def docker() -> Engine:
 
 
 @pytest.fixture(scope="module")
-def plane(tmp_path_factory) -> ControlPlane:
-    with node_plane(toolchain_bin(), tmp_path_factory.mktemp("plane")) as running:
+def plane(module_tmp) -> ControlPlane:
+    with node_plane(toolchain_bin(), module_tmp("plane")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def node(docker: Engine, tmp_path_factory) -> str:
+def node(docker: Engine, module_tmp) -> str:
     try:
-        with node_container(docker, tmp_path_factory.mktemp("node-image")) as running:
+        with node_container(docker, module_tmp("node-image")) as running:
             yield running
     except NotOurs as error:
         pytest.skip(str(error))
@@ -95,19 +95,19 @@ def kubelet(docker: Engine, plane: ControlPlane, node: str) -> SandboxKubelet:
 
 
 @pytest.fixture(scope="module")
-def images(docker: Engine, tmp_path_factory) -> None:
-    stand_in_images(docker, tmp_path_factory.mktemp("registry-image"))
+def images(docker: Engine, module_tmp) -> None:
+    stand_in_images(docker, module_tmp("registry-image"))
 
 
 @pytest.fixture(scope="module")
-def origins(docker: Engine, tmp_path_factory) -> Origins:
-    with made_origins(tmp_path_factory.mktemp("origins")) as running:
+def origins(docker: Engine, module_tmp) -> Origins:
+    with made_origins(module_tmp("origins")) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def project(docker: Engine, plane: ControlPlane, tmp_path_factory) -> Pulumi:
-    return user_clone(docker, plane, toolchain_bin(), tmp_path_factory.mktemp("developer"))
+def project(docker: Engine, plane: ControlPlane, module_tmp) -> Pulumi:
+    return user_clone(docker, plane, toolchain_bin(), module_tmp("developer"))
 
 
 # --- the developer's stacks --------------------------------------------------------------------------------------
@@ -123,10 +123,10 @@ def machine(docker, plane, node, kubelet, images, origins, project) -> None:
 
 
 @pytest.fixture(scope="module")
-def ada(machine, project, origins, tmp_path_factory) -> Stack:
+def ada(machine, project, origins, module_tmp) -> Stack:
     """The first developer's stack, with both secrets a developer may set (unused by this placement and node access,
     and still never shown)."""
-    stack = make_stack(project, origins, stack_name("ada"), tmp_path_factory.mktemp("ada-work"))
+    stack = make_stack(project, origins, stack_name("ada"), module_tmp("ada-work"))
     stack("config", "set", "--secret", "sshPrivateKey", input=SSH_KEY)
     stack("config", "set", "--secret", "codeServerPassword", CODE_SERVER_PASSWORD)
     yield stack
@@ -508,9 +508,9 @@ def test_drift_is_reported_by_refresh_and_repaired_by_up_with_the_images_kept(fi
 
 
 @pytest.fixture(scope="module")
-def grace(machine, project, origins, ada, tmp_path_factory) -> Stack:
+def grace(machine, project, origins, ada, module_tmp) -> Stack:
     """A second developer's stack, made after the first one's file exists (so its values are its own)."""
-    stack = make_stack(project, origins, stack_name("grace"), tmp_path_factory.mktemp("grace-work"))
+    stack = make_stack(project, origins, stack_name("grace"), module_tmp("grace-work"))
     yield stack
     stack.tear_down()
 

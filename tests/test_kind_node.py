@@ -57,9 +57,9 @@ def docker():
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> dict:
+def lab(module_tmp) -> dict:
     """The `lab` stack with its workDir here and its network the test's own."""
-    work = tmp_path_factory.mktemp("lab")
+    work = module_tmp("lab")
     evaluation = evaluate("lab", f"workDir={work}", f"nodeNetwork={NETWORK}")
     return {"work": work, "evaluation": evaluation, "outputs": evaluation["outputs"]}
 
@@ -132,11 +132,11 @@ def network(docker: Engine, lab: dict):
 
 
 @pytest.fixture(scope="module")
-def registry(docker: Engine, lab: dict, network: dict, tmp_path_factory):
+def registry(docker: Engine, lab: dict, network: dict, module_tmp):
     """The stack's registry container (registry:2 stand-in) with the stack's arguments, on the network."""
     inputs = inputs_of(lab, "registry-container")
     assert inputs["networksAdvanced"] == [{"name": NETWORK}]
-    image = registry_stand_in(docker, tmp_path_factory.mktemp("registry-image"))
+    image = registry_stand_in(docker, module_tmp("registry-image"))
     assert inputs_of(lab, "registry-image")["name"] == image
     Path(inputs["mounts"][0]["source"]).mkdir(parents=True, exist_ok=True)
     claim(docker, "container", inputs["name"])
@@ -146,13 +146,13 @@ def registry(docker: Engine, lab: dict, network: dict, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def node(docker: Engine, lab: dict, network: dict, tmp_path_factory):
+def node(docker: Engine, lab: dict, network: dict, module_tmp):
     """The kind node stand-in, named as the stack names it, at the address the stack connects to, its firewall up:
     inbound TCP only on the stack's debuggerPorts, so the attach proves that lldb needs no other port."""
     name = node_name(lab)
     claim(docker, "container", name)
     try:
-        start_node(docker, name, NETWORK, tmp_path_factory.mktemp("node-image"), "--label", LABEL,
+        start_node(docker, name, NETWORK, module_tmp("node-image"), "--label", LABEL,
                    "--ip", node_address(lab))
         firewall(docker, name, lab["outputs"]["debuggerPorts"])
         yield name

@@ -48,9 +48,9 @@ def needs_root_and_tools():
 
 
 @pytest.fixture(scope="module")
-def binaries(tmp_path_factory) -> dict[str, Path]:
+def binaries(module_tmp) -> dict[str, Path]:
     """The unstripped debuggee (the developer's ELF) and its stripped copy named envoy (the image's)."""
-    work = tmp_path_factory.mktemp("binaries")
+    work = module_tmp("binaries")
     elf = compile_debuggee(work)
     (work / "pod").mkdir()
     stripped = work / "pod" / "envoy"

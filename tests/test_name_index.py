@@ -29,10 +29,10 @@ def index_statistics(elf) -> dict:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(module_tmp):
     compiler = require_tool("clang++")
     require_tool("objcopy")
-    work = tmp_path_factory.mktemp("name-index")
+    work = module_tmp("name-index")
     (work / "prog.cc").write_text(DEBUGGEE_SOURCE)
     with_index = work / "with-index"
     subprocess.run([compiler, "-g", "-O0", *default_bazel_options("copt"), "-o", str(with_index),

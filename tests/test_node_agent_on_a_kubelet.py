@@ -65,8 +65,8 @@ POD_READY_SECONDS = 180
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> dict:
-    work = tmp_path_factory.mktemp("node-agent-stack")
+def stack(module_tmp) -> dict:
+    work = module_tmp("node-agent-stack")
     # The port-forward (lldbServerPortForward) binds every debugger port on this machine's loopback: a block free
     # now, not the default 2159-2163, which anything on this machine may hold.
     lldb_server_port = free_port_block(len(DebuggerPorts(0).all))
@@ -158,19 +158,19 @@ def agent(real_node: KubeletNode, kubelet_plane, kubelet_engine: Engine, stack: 
 
 
 @pytest.fixture(scope="module")
-def registries(kubelet_engine: Engine, stack: dict, tmp_path_factory) -> dict:
+def registries(kubelet_engine: Engine, stack: dict, module_tmp) -> dict:
     """The stack's registry container, and another on OTHER_REGISTRY_PORT (the stand-in of one the node used
     before), each with an image pushed: the debug image, built and pushed by the stack's own commands, and a
     plain one."""
-    registry_stand_in(kubelet_engine, tmp_path_factory.mktemp("registry-image"))
+    registry_stand_in(kubelet_engine, module_tmp("registry-image"))
     inputs = start_registry(kubelet_engine, stack["evaluation"])
     elf_path = Path(stack["outputs"]["envoyElfHostPath"])
     elf_path.parent.mkdir(parents=True, exist_ok=True)
     elf = compile_debuggee(elf_path.parent, name=elf_path.name, extra=(f"-Wl,--build-id=0x{PREBUILT_BUILD_ID}",))
     base_image(kubelet_engine, inputs_of(stack, "debug-image-build")["environment"]["BASE_IMAGE"])
-    _, pushed = stage_and_build(kubelet_engine, stack["evaluation"], elf, tmp_path_factory.mktemp("context"))
+    _, pushed = stage_and_build(kubelet_engine, stack["evaluation"], elf, module_tmp("context"))
     # Another stack's registry container (its own name), on its own port.
-    other = evaluate("ci", f"workDir={tmp_path_factory.mktemp('other-registry')}",
+    other = evaluate("ci", f"workDir={module_tmp('other-registry')}",
                      f"registryPort={OTHER_REGISTRY_PORT}")
     other_inputs = start_registry(kubelet_engine, other)
     plain = f"127.0.0.1:{OTHER_REGISTRY_PORT}/plain:1"

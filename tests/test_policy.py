@@ -709,10 +709,10 @@ CALL_SECONDS = 60
 
 
 @pytest.fixture(scope="module")
-def analyzer(tmp_path_factory) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
+def analyzer(module_tmp) -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
     """policy/__main__.py started as the CLI starts it: it prints its gRPC port, then serves. Its stderr goes to a
     file (a pipe nobody reads would block it once full); its stdout, after the port, is drained likewise."""
-    log = tmp_path_factory.mktemp("policy-pack") / "stderr.log"
+    log = module_tmp("policy-pack") / "stderr.log"
     with open(log, "w") as stderr:
         server = subprocess.Popen([sys.executable, str(POLICY_DIR / "__main__.py")], cwd=POLICY_DIR,
                                   stdout=subprocess.PIPE, stderr=stderr, text=True)

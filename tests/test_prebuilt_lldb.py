@@ -28,12 +28,12 @@ CLIENTS = {"lldb 14, lldbCommands": None, "lldb 19, launchJson": 19, "lldb 22, l
 
 
 @pytest.fixture(scope="module")
-def side(tmp_path_factory):
+def side(module_tmp):
     """What the stack leaves on the developer's side (the checkouts, the ELF and its .dwp) and in the image."""
     for tool in ("curl", "tar", "readelf", "objcopy", "git", "lldb", "lldb-server"):
         require_tool(tool)
     evaluation = evaluate("dev", "envoySource=prebuilt")
-    return developer_side(tmp_path_factory.mktemp("prebuilt"),
+    return developer_side(module_tmp("prebuilt"),
                           {name: resource(evaluation, name)["inputs"] for name in COMMANDS})
 
 

@@ -39,10 +39,10 @@ def rendered() -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def envoy(tmp_path_factory):
+def envoy(module_tmp):
     for tool in ("curl", "tar", "readelf"):
         require_tool(tool)
-    return build(tmp_path_factory.mktemp("envoy"))
+    return build(module_tmp("envoy"))
 
 
 @pytest.fixture

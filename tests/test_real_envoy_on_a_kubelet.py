@@ -75,18 +75,18 @@ POD_WAIT = 300
 
 
 @pytest.fixture(scope="module")
-def bucket(tmp_path_factory):
-    work = tmp_path_factory.mktemp("origins")
+def bucket(module_tmp):
+    work = module_tmp("origins")
     with origins(work, published=published_envoy(work), padding=0) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def dave(kubelet_mesh, bucket, kubelet_engine: Engine, kubelet_plane, tmp_path_factory) -> Stack:
+def dave(kubelet_mesh, bucket, kubelet_engine: Engine, kubelet_plane, module_tmp) -> Stack:
     """A developer's stack as docs/your-cluster.md makes one without SSH: nodeAccess kubernetes, the node by name, the
     registry at the address the nodes reach this host by, targetNodeAddress removed; and this machine's origins."""
     stack = developer_stack(
-        kubelet_engine, kubelet_plane, tmp_path_factory.mktemp("developer"), "dave", tmp_path_factory.mktemp("dave"),
+        kubelet_engine, kubelet_plane, module_tmp("developer"), "dave", module_tmp("dave"),
         [("nodeAccess", "kubernetes"), ("nodes[0]", NODE_NAME), ("registryHost", ENGINE_SIDE),
          # The port-forward takes these ports on this machine's loopback: ones free now.
          ("lldbServerPort", str(free_port_block(LLDB_PORTS))),

@@ -371,7 +371,7 @@ CAPTURE_CASES = [(release, "legacy") for release in RELEASES] + [(RELEASES[-1], 
 
 
 @pytest.fixture(scope="module", params=CAPTURE_CASES, ids=[f"{r.version}-{b}" for r, b in CAPTURE_CASES])
-def captured_pod(request, tmp_path_factory):
+def captured_pod(request, module_tmp):
     """A pod network namespace after the startup pod's istio-init ran in it (release's own args, the stack's
     command), with a stand-in for that release's istio-iptables; listeners on both sides."""
     require_root()
@@ -380,7 +380,7 @@ def captured_pod(request, tmp_path_factory):
         require_tool(tool)
     _, pod = startup_pod(release, sorted(release.sidecar_forms)[0])
     init = named(pod["spec"], INIT_CONTAINER)
-    tmp = tmp_path_factory.mktemp(f"capture-{release.version}-{backend}")
+    tmp = module_tmp(f"capture-{release.version}-{backend}")
     stand_in = f"#!/bin/sh\nexec {sys.executable} {ROOT / 'tests' / 'istio_iptables.py'} {backend} \"$@\"\n"
     namespaces = Namespaces(f"{os.getpid()}-{release.version.replace('.', '')}{backend[0]}")
     request.addfinalizer(namespaces.remove)
