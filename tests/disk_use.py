@@ -11,6 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
+# What the session took at its peak over its start in a first run on a new machine (the Docker engine's images and
+# the real node's containerd, the modules' folders), with some room: docs/testing.md#disk gives the measured figure.
+NEEDED_GIB = 16
 
 
 class DiskUse:
@@ -23,6 +26,16 @@ class DiskUse:
         self.peak_after = "the start"
         # module → [use before its first test, use after its last test so far]
         self.modules: dict[str, list[int]] = {}
+
+    def low_space_warning(self) -> str | None:
+        if self.free_at_start >= NEEDED_GIB * GIB:
+            return None
+        return (f"disk: only {self.free_at_start / GIB:.1f} GiB free, and the tests take up to {NEEDED_GIB} GiB: "
+                "they may stop with 'No space left on device' (docs/testing.md#disk)")
+
+    def pytest_sessionstart(self, session) -> None:
+        if warning := self.low_space_warning():
+            session.config.pluginmanager.get_plugin("terminalreporter").write_line(warning)
 
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
         usage = shutil.disk_usage(ROOT)
@@ -45,7 +58,7 @@ class DiskUse:
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.modules:
-            for line in self.summary():
+            for line in [*self.summary(), *filter(None, [self.low_space_warning()])]:
                 terminalreporter.write_line(line)
 
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, require_tool
-from tests.disk_use import GIB, DiskUse, remove_folders
+from tests.disk_use import GIB, NEEDED_GIB, DiskUse, remove_folders
 
 # Run in a mount namespace of its own: a tmpfs mounted inside one folder, then both folders handed to
 # remove_folders; what it kept, and which files are left, as JSON.
@@ -66,3 +66,13 @@ def test_the_summary_names_the_peak_and_the_modules_that_grew_the_disk():
     first, *modules = disk_use.summary()
     assert "peak +3.5 GiB (after tests/test_b.py::one)" in first and "+1.5 GiB at the end" in first, first
     assert modules == ["  tests/test_b.py: +1.0 GiB while it ran", "  tests/test_a.py: +0.5 GiB while it ran"]
+
+
+def test_too_little_free_space_is_said_at_the_start_with_the_figures():
+    disk_use = DiskUse()
+    disk_use.free_at_start = NEEDED_GIB * GIB
+    assert disk_use.low_space_warning() is None
+    disk_use.free_at_start = NEEDED_GIB * GIB - GIB // 2
+    warning = disk_use.low_space_warning()
+    assert f"only {NEEDED_GIB - 0.5:.1f} GiB free" in warning and f"up to {NEEDED_GIB} GiB" in warning, warning
+    assert "No space left on device" in warning

@@ -230,6 +230,11 @@ MESSAGES: tuple[tuple[str, tuple[Message, ...]], ...] = (
         Message("tools/toolchain.sh", "toolchain: ", "$PULUMI_PLUGIN_MIRROR/$archive has SHA-256 $actual, but "
                 "SHA256SUMS says $expected: not installed", "a plugin archive in the mirror does not match its "
                 "checksum", "replace the archive in the mirror"),
+        Message("tests/disk_use.py", "disk: ", "GiB free, and the tests take up to {NEEDED_GIB} GiB",
+                "`make test` starts with less free disk than the tests take (the Docker engine's images, the real "
+                "node's containerd, the modules' folders); they may stop with `No space left on device`",
+                "free space where the checkout is, or remove what earlier runs kept: `.cache/docker-engine/` (with no "
+                "engine running) and `/tmp/pytest-of-$USER/` (see [Testing](testing.md#disk))", starts=False),
     )),
     ("preview or up, before any resource", (
         Message("components/config.py", "", "the stack configuration has {len(problems)} problem(s)",
