@@ -210,6 +210,20 @@ class InteractiveLldb:
         self.process.stdin.flush()
         return self.wait_for(re.escape(marker), timeout)
 
+    def continue_after_attach_wait(self, settle: float = 5) -> str:
+        """`continue` after `process attach --waitfor`, and once more if the process stops again by SIGSTOP within
+        `settle` seconds. The attach-wait finds the process by name, which the kernel sets inside execve: attached
+        before the exec is done, lldb-server takes the exec's SIGTRAP for its attach stop, and its own SIGSTOP, still
+        pending, stops the process again where it was. A developer sees that stop, and continues."""
+        said = self.run("continue")
+        if "stop reason" not in said:
+            with contextlib.suppress(AssertionError):
+                said += self.wait_for(r"stop reason = ", timeout=settle)
+        if "stop reason" in said:
+            assert "stop reason = signal SIGSTOP" in said, said
+            said += self.run("continue")
+        return said
+
     def detach(self, timeout: float = 60) -> str:
         """`detach`, and what lldb said of it: "Process N detached" comes asynchronously, maybe after the marker."""
         said = self.run("detach", timeout)

@@ -299,8 +299,9 @@ def test_startup_mode_stops_the_real_envoy_before_it_serves(startup, dave, kubel
             envoy = process_on_node(real_node, name, namespace)
             # Stopped at its first instruction after exec: nothing of the pod listens yet.
             assert {15001, 15006, 15021} & listening_ports(real_node, envoy) == set(), stop
-            debugger.run("continue")
-            wait_for("15021 answering", lambda: request(f"http://{address}:15021/healthz/ready").strip() == "LIVE", 120)
+            debugger.continue_after_attach_wait()
+            wait_for("15021 answering", lambda: request(f"http://{address}:15021/healthz/ready").strip() == "LIVE", 120,
+                     lambda: f"{request(f'http://{address}:15021/healthz/ready')}; lldb: {debugger.transcript[-2000:]}")
             conditions = pod(kubelet_plane, outputs["podName"], namespace)["status"]["conditions"]
             ready = {c["type"]: c["status"] for c in conditions}
             assert ready["Ready"] == "True"
